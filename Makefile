@@ -1,0 +1,37 @@
+# The two commands of a fresh clone: `make demo` and `make test`.
+# Both create .venv and install what they need; neither touches a user's EPICS setup:
+# the demo and the tests pin EPICS traffic to loopback themselves.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test bench soak lint clean venv
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[files,crypto,codecs,test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) examples/demo.py
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests examples
+
+bench: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[bench]'
+	$(PY) benchmarks/run.py
+
+soak: $(STAMP)
+	$(PY) benchmarks/soak.py
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache

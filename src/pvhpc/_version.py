@@ -1,0 +1,3 @@
+"""pvhpc package version."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,63 @@
+"""Pieces every command shares: an argument parser whose errors are one line, and
+the wrapper that turns user mistakes into exit status 2 without a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Callable, Sequence
+
+from .._version import __version__
+from ..errors import UsageError
+
+__all__ = ["Parser", "run_main", "json_object", "positive_int", "add_version"]
+
+
+class Parser(argparse.ArgumentParser):
+    """ArgumentParser whose errors are one line on stderr and exit status 2."""
+
+    def error(self, message: str):  # noqa: D401 - argparse API
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def add_version(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-v", "--version", action="version", version=f"pvhpc {__version__}")
+
+
+def json_object(option: str) -> Callable[[str], dict]:
+    """An argparse type: a JSON object, or a clear error naming ``option``."""
+
+    def parse(text: str) -> dict:
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise argparse.ArgumentTypeError(f"{option}: invalid JSON {text!r}: {exc.msg}") from None
+        if not isinstance(value, dict):
+            raise argparse.ArgumentTypeError(f"{option}: expected a JSON object, got {text!r}")
+        return value
+
+    return parse
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def run_main(prog: str, body: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None) -> int:
+    """Run a command's body: UsageError → one line, status 2; Ctrl-C → status 130.
+
+    With ``--log-level debug`` the traceback of a usage error is logged too.
+    """
+    try:
+        return body(argv)
+    except UsageError as exc:
+        logging.getLogger("pvhpc").debug("usage error", exc_info=True)
+        sys.stderr.write(f"{prog}: error: {exc}\n")
+        return 2
+    except KeyboardInterrupt:
+        return 130

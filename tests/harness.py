@@ -1,0 +1,207 @@
+"""Helpers for tests that start real pvhpc processes and watch real channels."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from typing import Callable
+
+import pvaccess as pva
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXAMPLES = os.path.join(ROOT, "examples")
+
+
+def unique_prefix() -> str:
+    """A random channel-name prefix, so concurrent tests never share channels."""
+    return "t" + uuid.uuid4().hex[:8]
+
+
+def wait_for(condition: Callable[[], object], timeout: float, what: str, interval: float = 0.05,
+              procs: "ProcessGroup | None" = None):
+    """Poll ``condition`` until it returns a true value; fail after ``timeout`` seconds.
+
+    If ``procs`` is given, an early exit of one of its processes fails at once.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if procs is not None:
+            procs.check_alive()
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+class Proc:
+    """One pvhpc process (``python -m pvhpc <args>``) with its output in a file."""
+
+    def __init__(self, args: list[str], name: str, env: dict | None = None, module: str = "pvhpc"):
+        self.args = args
+        self.name = name
+        self.log = tempfile.NamedTemporaryFile(prefix=f"pvhpc-{name}-", suffix=".log", delete=False)
+        full_env = dict(os.environ)
+        full_env["PYTHONUNBUFFERED"] = "1"
+        full_env["PYTHONPATH"] = os.pathsep.join(
+            [os.path.join(ROOT, "src"), EXAMPLES, full_env.get("PYTHONPATH", "")]
+        )
+        if env:
+            full_env.update(env)
+        self.popen = subprocess.Popen(
+            [sys.executable, "-m", module, *args],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+            start_new_session=True,
+        )
+        self.expect_exit = False
+
+    def output(self) -> str:
+        with open(self.log.name, errors="replace") as f:
+            return f.read()
+
+    def wait_for_output(self, pattern: str, timeout: float = 30) -> re.Match:
+        """Wait until the output matches ``pattern`` (regex); fails early if we exit."""
+        regex = re.compile(pattern)
+
+        def found():
+            m = regex.search(self.output())
+            if m is None and self.popen.poll() is not None:
+                m = regex.search(self.output())
+                if m is None:
+                    raise AssertionError(
+                        f"{self.name} exited ({self.popen.returncode}) before printing "
+                        f"{pattern!r}:\n{self.output()[-3000:]}"
+                    )
+            return m
+
+        return wait_for(found, timeout, f"{self.name} to print {pattern!r}")
+
+    def wait(self, timeout: float = 60) -> int:
+        """Wait for the process to exit by itself and return its exit status."""
+        self.expect_exit = True
+        try:
+            return self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(
+                f"{self.name} did not exit within {timeout}s:\n{self.output()[-3000:]}"
+            ) from None
+
+    def signal(self, sig: int) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(sig)
+
+    def stop(self, timeout: float = 20) -> int:
+        """SIGINT, then SIGTERM, then SIGKILL; returns the exit status."""
+        for sig, wait in ((signal.SIGINT, timeout), (signal.SIGTERM, 5), (signal.SIGKILL, 5)):
+            if self.popen.poll() is not None:
+                break
+            try:
+                os.killpg(self.popen.pid, sig) if sig == signal.SIGKILL else self.popen.send_signal(sig)
+            except ProcessLookupError:
+                break
+            try:
+                self.popen.wait(wait)
+            except subprocess.TimeoutExpired:
+                continue
+        return self.popen.wait(5)
+
+
+class ProcessGroup:
+    """The processes of one test; stopped in reverse order of start at teardown."""
+
+    def __init__(self):
+        self.procs: list[Proc] = []
+
+    def start(self, *args: str, name: str | None = None, env: dict | None = None) -> Proc:
+        """Start ``python -m pvhpc <args>``, e.g. ``start('sim', '-cn', ch, ...)``."""
+        proc = Proc([str(a) for a in args], name or f"{args[0]}{len(self.procs)}", env)
+        self.procs.append(proc)
+        return proc
+
+    def check_alive(self) -> None:
+        for p in self.procs:
+            if not p.expect_exit and p.popen.poll() is not None:
+                raise AssertionError(
+                    f"{p.name} exited early ({p.popen.returncode}):\n{p.output()[-3000:]}"
+                )
+
+    def stop_all(self) -> None:
+        for p in reversed(self.procs):
+            p.stop()
+
+    def dump(self) -> None:
+        for p in self.procs:
+            sys.stderr.write(f"\n----- {p.name}: {' '.join(p.args)}\n{p.output()[-6000:]}\n")
+
+
+def pv_get(channel: str, timeout: float = 20, request: str = "") -> pva.PvObject:
+    """Get a channel's value, retrying until the channel is up or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    ch = pva.Channel(channel)
+    ch.setTimeout(2.0)
+    while time.monotonic() < deadline:
+        try:
+            return ch.get(request) if request else ch.get("")
+        except pva.PvaException as exc:
+            last = exc
+            time.sleep(0.1)
+    raise AssertionError(f"channel {channel} not reachable in {timeout}s: {last}")
+
+
+def wait_for_channel(channel: str, timeout: float = 30) -> pva.PvObject:
+    """Wait until ``channel`` answers a get."""
+    return pv_get(channel, timeout)
+
+
+def control(channel: str, command: str, args: str = "", timeout: float = 20) -> str:
+    """Put a command on a control channel; return the ``statusMessage`` that follows."""
+    ch = pva.Channel(channel)
+    ch.setTimeout(5.0)
+    wait_for_channel(channel, timeout)
+    before = ch.get("").get()
+    ch.put(pva.PvObject({"command": pva.STRING, "args": pva.STRING},
+                        {"command": command, "args": args}), "field(command,args)")
+
+    def answered():
+        value = ch.get("").get()
+        if value.get("objectTime") != before.get("objectTime") or value.get("command") == command:
+            return value.get("statusMessage") or None
+        return None
+
+    return wait_for(answered, timeout, f"an answer to {command} on {channel}")
+
+
+class Recorder:
+    """Monitor a channel in the test process and record what arrives."""
+
+    def __init__(self, channel: str, field: str = "uniqueId", request: str = ""):
+        self.channel = pva.Channel(channel)
+        self.field = field
+        self.values: list = []
+        self.objects: list = []
+        self.keep_objects = False
+        self._lock = threading.Lock()
+        self.channel.monitor(self._on_update, request or f"field({field})")
+
+    def _on_update(self, pv):
+        with self._lock:
+            self.values.append(pv[self.field])
+            if self.keep_objects:
+                self.objects.append(pv)
+
+    def close(self):
+        try:
+            self.channel.stopMonitor()
+        except pva.PvaException:
+            pass
