@@ -11,7 +11,7 @@ import tempfile
 import threading
 import time
 import uuid
-from typing import Callable
+from collections.abc import Callable
 
 import pvaccess as pva
 
@@ -24,8 +24,13 @@ def unique_prefix() -> str:
     return "t" + uuid.uuid4().hex[:8]
 
 
-def wait_for(condition: Callable[[], object], timeout: float, what: str, interval: float = 0.05,
-              procs: "ProcessGroup | None" = None):
+def wait_for(
+    condition: Callable[[], object],
+    timeout: float,
+    what: str,
+    interval: float = 0.05,
+    procs: ProcessGroup | None = None,
+):
     """Poll ``condition`` until it returns a true value; fail after ``timeout`` seconds.
 
     If ``procs`` is given, an early exit of one of its processes fails at once.
@@ -106,7 +111,9 @@ class Proc:
             if self.popen.poll() is not None:
                 break
             try:
-                os.killpg(self.popen.pid, sig) if sig == signal.SIGKILL else self.popen.send_signal(sig)
+                os.killpg(self.popen.pid, sig) if sig == signal.SIGKILL else self.popen.send_signal(
+                    sig
+                )
             except ProcessLookupError:
                 break
             try:
@@ -170,8 +177,12 @@ def control(channel: str, command: str, args: str = "", timeout: float = 20) -> 
     ch.setTimeout(5.0)
     wait_for_channel(channel, timeout)
     before = ch.get("").get()
-    ch.put(pva.PvObject({"command": pva.STRING, "args": pva.STRING},
-                        {"command": command, "args": args}), "field(command,args)")
+    ch.put(
+        pva.PvObject(
+            {"command": pva.STRING, "args": pva.STRING}, {"command": command, "args": args}
+        ),
+        "field(command,args)",
+    )
 
     def answered():
         value = ch.get("").get()

@@ -50,7 +50,9 @@ def format_id(value: int, spec: str | None) -> str:
         raise UsageError(f"--id-format-spec: {spec!r} is not a valid integer format") from None
 
 
-def channel_name(template: str | None, kind: str, role: str, value: int, spec: str | None) -> str | None:
+def channel_name(
+    template: str | None, kind: str, role: str, value: int, spec: str | None
+) -> str | None:
     """Expand a channel option: ``*`` becomes the formatted id; ``_`` the default name.
 
     ``kind`` is ``consumer`` or ``collector``, ``role`` is ``output``, ``status`` or

@@ -7,7 +7,7 @@ import argparse
 import json
 import logging
 import sys
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from .._version import __version__
 from ..errors import UsageError
@@ -33,7 +33,9 @@ def json_object(option: str) -> Callable[[str], dict]:
         try:
             value = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise argparse.ArgumentTypeError(f"{option}: invalid JSON {text!r}: {exc.msg}") from None
+            raise argparse.ArgumentTypeError(
+                f"{option}: invalid JSON {text!r}: {exc.msg}"
+            ) from None
         if not isinstance(value, dict):
             raise argparse.ArgumentTypeError(f"{option}: expected a JSON object, got {text!r}")
         return value
@@ -48,7 +50,9 @@ def positive_int(text: str) -> int:
     return value
 
 
-def run_main(prog: str, body: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None) -> int:
+def run_main(
+    prog: str, body: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None
+) -> int:
     """Run a command's body: UsageError → one line, status 2; Ctrl-C → status 130.
 
     With ``--log-level debug`` the traceback of a usage error is logged too.

@@ -1,0 +1,130 @@
+"""The consumer runtime: one input channel → processor → output channel (SPEC §3.1)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from .counting import IdTracker, expected_offset
+from .receiver import Receiver
+from .request import monitor_request
+from .stage import Stage, StageConfig
+
+__all__ = ["Consumer"]
+
+
+class Consumer(Stage):
+    """One consumer process's runtime.
+
+    Built in the main thread; :meth:`start` returns once the monitor is set up (it
+    connects whenever the source appears); :meth:`run` blocks until stopped and
+    returns the exit status.
+    """
+
+    def __init__(self, config: StageConfig, processor: Any, logger: logging.Logger | None = None):
+        super().__init__(
+            config, processor, logger or logging.getLogger(f"pvhpc.consumer.{config.stage_id}")
+        )
+        offset = expected_offset(
+            config.oid_offset,
+            config.n_consumers,
+            config.distributor_updates,
+            config.n_distributor_sets,
+        )
+        self.tracker = IdTracker(offset, self._run_length())
+        self.request = monitor_request(
+            server_queue_size=config.server_queue_size,
+            distributor_plugin=config.distributor_plugin,
+            group=config.distributor_group,
+            set_name=config.distributor_set,
+            trigger=config.distributor_trigger,
+            updates=config.distributor_updates,
+            field_request=config.field_request,
+            oid_field=config.oid_field,
+        )
+        deliver = self.queue.put if self.queue is not None else self.process_one
+        self.receiver = Receiver(
+            config.input_channel,
+            self.request,
+            deliver,
+            self.tracker,
+            config.oid_field,
+            config.skip_initial_updates,
+            logger=self.logger,
+        )
+
+    def _run_length(self) -> int:
+        cfg = self.config
+        shared = cfg.n_consumers > 1 or cfg.n_distributor_sets > 1 or cfg.oid_offset > 0
+        return cfg.distributor_updates if cfg.distributor_updates and shared else 1
+
+    def start(self) -> None:
+        self.setup_processor()
+        self.start_common()
+        self.logger.info(
+            "consumer %s: monitoring %s with request %s (expected id offset %d)",
+            self.config.stage_id,
+            self.config.input_channel,
+            self.request,
+            self.tracker.offset,
+        )
+        self.receiver.start()
+
+    def run(self) -> int:
+        """Run until stopped; drain, stop the processor, report; return the exit status."""
+        self.start()
+        try:
+            self.run_loop()
+        finally:
+            self.receiver.stop()
+            self.stop_processing()
+            self.report(final=True)
+            self.server.stop()
+        self.logger.info("consumer %s stopped: %s", self.config.stage_id, self.stop_reason)
+        return self.exit_status
+
+    def stats(self) -> dict:
+        r = self.receiver
+        t = self.tracker
+        proc = self.processing_stats(t.n_missed, t.first, t.last)
+        base = proc["receivingTime"] or None
+        n_rejected = self.queue.n_rejected if self.queue is not None else 0
+        return {
+            "inputChannel": self.config.input_channel,
+            "receiverStats": {
+                "nReceived": r.n_received,
+                "nOverruns": r.n_overruns,
+                "nRejected": n_rejected,
+                "nErrors": r.n_errors,
+                "nSkipped": r.n_skipped,
+                "nRestarts": t.n_restarts,
+                "nConnects": r.n_connects,
+                "connected": r.connected,
+                "receivedRate": r.n_received / base if base else 0.0,
+                "overrunRate": r.n_overruns / base if base else 0.0,
+                "rejectedRate": n_rejected / base if base else 0.0,
+                "errorRate": r.n_errors / base if base else 0.0,
+            },
+            "queueStats": self.queue_stats(),
+            "processorStats": proc,
+            "publisherStats": self.publisher_stats(base or 0.0),
+            "metadataStats": self.metadata_stats(),
+            "userStats": self.user_stats(),
+        }
+
+    def reset_stats(self) -> None:
+        self.receiver.reset_stats()
+        super().reset_stats()
+
+    def configure_runtime(self, config: dict) -> list[str]:
+        changed = super().configure_runtime(config)
+        if "skipInitialUpdates" in config:
+            self.receiver.set_skip_initial(int(config["skipInitialUpdates"]))
+            changed.append(f"skipInitialUpdates={self.receiver.skip_initial}")
+        if "objectIdOffset" in config:
+            offset = int(config["objectIdOffset"])
+            if offset <= 0:
+                raise ValueError(f"objectIdOffset must be a positive integer, got {offset}")
+            self.tracker.configure(offset, self.tracker.run)
+            changed.append(f"objectIdOffset={offset}")
+        return changed

@@ -1,0 +1,202 @@
+"""Running one stage in this process, or several as supervised child processes.
+
+With ``-nc > 1`` (or ``-cid``) each consumer runs in its own process (spawned, so
+each has its own pvaccess context and PVA server). The parent forwards stop
+requests, prints one combined report per period from the children's snapshots,
+reports a child that dies, and exits non-zero if any child failed.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import queue as queue_mod
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import replace
+
+from .log import configure_logging
+from .processor import create_processor, load_processor_class
+from .report import print_report
+from .stage import Stage, StageConfig
+
+__all__ = ["run_single", "run_group"]
+
+logger = logging.getLogger("pvhpc.launcher")
+
+StageFactory = Callable[[StageConfig, object], Stage]
+
+
+def _install_stop_handlers(stop: Callable[[str], None]) -> None:
+    def handler(signum, _frame):
+        stop(f"signal {signal.Signals(signum).name}")
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def run_single(config: StageConfig, factory: StageFactory, print_reports: bool = True) -> int:
+    """Run one stage in this process until stopped; returns its exit status."""
+    cls = load_processor_class(config.processor_file, config.processor_class)
+    processor = create_processor(cls, config.processor_args)
+    stage = factory(config, processor)
+    if print_reports:
+
+        def sink(snapshot: dict) -> None:
+            if snapshot.get("final") or config.report_period > 0:
+                print_report(
+                    [snapshot],
+                    config.kind,
+                    config.report_format,
+                    final=bool(snapshot.get("final")),
+                    sections=config.report_stats,
+                )
+
+        stage.report_sink = sink
+    _install_stop_handlers(stage.request_stop)
+    try:
+        return stage.run()
+    except Exception as exc:  # noqa: BLE001 - e.g. processor start() failed
+        logger.debug("stage failed", exc_info=True)
+        logging.getLogger("pvhpc").error(
+            "%s %s failed: %s: %s", config.kind, config.stage_id, type(exc).__name__, exc
+        )
+        return 1
+
+
+def _child_main(
+    config: StageConfig,
+    factory: StageFactory,
+    stop_event,
+    reports,
+    log_level: str | None,
+    log_file: str | None,
+) -> None:
+    """Entry point of a child process (spawned)."""
+    import sys
+
+    configure_logging(log_level, log_file)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+    try:
+        cls = load_processor_class(config.processor_file, config.processor_class)
+        processor = create_processor(cls, config.processor_args)
+        stage = factory(config, processor)
+    except Exception as exc:  # noqa: BLE001
+        sys.stderr.write(f"{config.kind} {config.stage_id}: error: {exc}\n")
+        sys.exit(2)
+    stage.report_sink = reports.put
+    signal.signal(signal.SIGTERM, lambda *_: stage.request_stop("signal SIGTERM"))
+
+    def watch_parent():
+        stop_event.wait()
+        stage.request_stop("stopped by the parent process")
+
+    threading.Thread(target=watch_parent, daemon=True).start()
+    try:
+        status = stage.run()
+    except Exception as exc:  # noqa: BLE001
+        sys.stderr.write(f"{config.kind} {config.stage_id}: error: {type(exc).__name__}: {exc}\n")
+        status = 1
+    sys.exit(status)
+
+
+def run_group(
+    configs: list[StageConfig], factory: StageFactory, log_level: str | None, log_file: str | None
+) -> int:
+    """Run each config in its own child process; supervise; return the exit status."""
+    # Check the processor in the parent, so a mistake is one line before any spawn.
+    load_processor_class(configs[0].processor_file, configs[0].processor_class)
+    ctx = mp.get_context("spawn")
+    reports = ctx.Queue()
+    stop_event = ctx.Event()
+    kind = configs[0].kind
+    id_name = f"{kind}Id"
+    children = {}
+    for cfg in configs:
+        p = ctx.Process(
+            target=_child_main,
+            name=f"{kind}-{cfg.stage_id}",
+            args=(cfg, factory, stop_event, reports, log_level, log_file),
+        )
+        p.start()
+        children[cfg.stage_id] = p
+    stopping = {"reason": ""}
+
+    def stop(reason: str) -> None:
+        if not stopping["reason"]:
+            stopping["reason"] = reason
+            logger.info("stopping all %ss: %s", kind, reason)
+        stop_event.set()
+
+    _install_stop_handlers(stop)
+    cfg0 = configs[0]
+    latest: dict[int, dict] = {}
+    finals: dict[int, dict] = {}
+    failed: dict[int, str] = {}
+    period = cfg0.report_period if cfg0.report_period > 0 else None
+    next_report = time.monotonic() + period if period else None
+    deadline = time.monotonic() + cfg0.runtime + 30 if cfg0.runtime > 0 else None
+    while True:
+        try:
+            snap = reports.get(timeout=0.2)
+            sid = snap.get(id_name)
+            latest[sid] = snap
+            if snap.get("final"):
+                finals[sid] = snap
+        except queue_mod.Empty:
+            pass
+        for sid, p in children.items():
+            if p.exitcode is not None and p.exitcode != 0 and sid not in failed:
+                how = (
+                    f"killed by signal {-p.exitcode}"
+                    if p.exitcode < 0
+                    else f"exit status {p.exitcode}"
+                )
+                failed[sid] = how
+                logging.getLogger("pvhpc").error(
+                    "%s %s ended unexpectedly (%s); the others go on", kind, sid, how
+                )
+        alive = [p for p in children.values() if p.exitcode is None]
+        if not alive:
+            break
+        now = time.monotonic()
+        if next_report is not None and now >= next_report and latest:
+            next_report += period
+            print_report(
+                [latest[k] for k in sorted(latest)],
+                kind,
+                cfg0.report_format,
+                sections=cfg0.report_stats,
+            )
+        if deadline is not None and now > deadline:
+            stop("runtime exceeded; stopping children that did not stop by themselves")
+            deadline = None
+    # Children have exited: collect any snapshot still in the pipe.
+    while True:
+        try:
+            snap = reports.get(timeout=0.2)
+        except queue_mod.Empty:
+            break
+        sid = snap.get(id_name)
+        latest[sid] = snap
+        if snap.get("final"):
+            finals[sid] = snap
+    for p in children.values():
+        p.join()
+    shown = [finals.get(k) or latest[k] for k in sorted(latest)]
+    if shown:
+        print_report(shown, kind, cfg0.report_format, final=True, sections=cfg0.report_stats)
+    if failed:
+        print(
+            f"{len(failed)} of {len(children)} {kind}s failed: "
+            + ", ".join(f"{kind} {k} ({v})" for k, v in sorted(failed.items()))
+        )
+        return 1
+    return 0
+
+
+def child_configs(config: StageConfig, ids: list[int], channel_for: Callable) -> list[StageConfig]:
+    """One config per id, channel names expanded for that id."""
+    return [replace(config, stage_id=i, **channel_for(i)) for i in ids]

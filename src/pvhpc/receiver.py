@@ -1,0 +1,277 @@
+"""The receive path: one monitor on one input channel, counting what arrives.
+
+A :class:`Receiver` owns a ``pvaccess.Channel`` monitor. For every update, in the
+monitor thread, it counts the update, skips the first ``--skip-initial-updates``,
+reads the object id (counting missed ids with an :class:`~pvhpc.counting.IdTracker`)
+and hands the object to its ``deliver`` callable: the processor itself, or a
+:class:`ReceiverQueue` drained by a processing thread.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pvaccess as pva
+
+from .counting import IdTracker
+
+__all__ = ["Receiver", "ReceiverQueue", "id_getter"]
+
+_TYPED_GETTERS = {
+    pva.ScalarType.BYTE: "getByte",
+    pva.ScalarType.UBYTE: "getUByte",
+    pva.ScalarType.SHORT: "getShort",
+    pva.ScalarType.USHORT: "getUShort",
+    pva.ScalarType.INT: "getInt",
+    pva.ScalarType.UINT: "getUInt",
+    pva.ScalarType.LONG: "getLong",
+    pva.ScalarType.ULONG: "getULong",
+}
+
+
+def id_getter(pv: Any, field: str) -> Callable[[Any], int]:
+    """Return the cheapest function reading integer ``field`` from objects shaped like ``pv``.
+
+    Raises KeyError if the object has no such field, TypeError if it is not an
+    integer scalar.
+    """
+    ftype = _field_type(pv.getIntrospectionDict(), field)
+    name = _TYPED_GETTERS.get(ftype)
+    if name is None:
+        raise TypeError(f"object id field {field!r} is not an integer (it is {ftype})")
+    method = getattr(type(pv), name)
+    return lambda obj: method(obj, field)
+
+
+def _field_type(intro: dict, field: str):
+    node: Any = intro
+    for part in field.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise KeyError(field)
+        node = node[part]
+    return node
+
+
+class Receiver:
+    """Monitor one channel and deliver counted objects.
+
+    ``deliver(pv)`` runs in the monitor thread and must not block for long. The
+    counters are plain ints written only by that thread and read by reporters.
+    """
+
+    def __init__(
+        self,
+        channel: str,
+        request: str,
+        deliver: Callable[[Any], None],
+        tracker: IdTracker,
+        oid_field: str = "uniqueId",
+        skip_initial: int = 1,
+        provider: Any = None,
+        logger: logging.Logger | None = None,
+        on_id: Callable[[int], None] | None = None,
+    ):
+        self.channel_name = channel
+        self.request = request
+        self.deliver = deliver
+        self.tracker = tracker
+        self.oid_field = oid_field
+        self.skip_initial = max(0, int(skip_initial))
+        self.provider = provider if provider is not None else pva.PVA
+        self.logger = logger or logging.getLogger("pvhpc.receiver")
+        self.on_id = on_id
+        self.n_received = 0
+        self.n_skipped = 0
+        self.n_errors = 0
+        self.n_overruns_base = 0
+        self.connected = False
+        self.n_connects = 0
+        self._get_id: Callable[[Any], int] | None = None
+        self._to_skip = self.skip_initial
+        self._channel: Any = None
+        self._last_error_log = 0.0
+
+    def start(self) -> None:
+        """Create the channel and start the monitor; returns at once, connects later."""
+        self._channel = pva.Channel(self.channel_name, self.provider)
+        self._channel.setConnectionCallback(self._on_connection)
+        self._channel.monitor(self._on_update, self.request)
+
+    def stop(self) -> None:
+        """Stop the monitor; after this returns no more objects are delivered."""
+        if self._channel is not None:
+            try:
+                self._channel.stopMonitor()
+            except pva.PvaException as exc:
+                self.logger.debug("stopping monitor on %s: %s", self.channel_name, exc)
+
+    @property
+    def n_overruns(self) -> int:
+        """Updates the server replaced before we read them (from the monitor counters)."""
+        if self._channel is None:
+            return 0
+        try:
+            return (
+                int(self._channel.getMonitorCounters().get("nOverruns", 0)) - self.n_overruns_base
+            )
+        except pva.PvaException:
+            return 0
+
+    def reset_stats(self) -> None:
+        self.n_overruns_base += self.n_overruns
+        self.n_received = self.n_skipped = self.n_errors = 0
+        self.tracker.reset()
+
+    def set_skip_initial(self, n: int) -> None:
+        """Change ``--skip-initial-updates``; applies from the next (re)connection."""
+        self.skip_initial = max(0, int(n))
+
+    def _on_connection(self, connected: bool) -> None:
+        was_connected, self.connected = self.connected, bool(connected)
+        if connected:
+            self.n_connects += 1
+            # A reconnected source sends its current value first, like a new one.
+            self._to_skip = self.skip_initial
+            self.logger.info("connected to %s", self.channel_name)
+        elif was_connected:
+            self.logger.warning(
+                "lost connection to %s; waiting for it to come back", self.channel_name
+            )
+
+    def _on_update(self, pv: Any) -> None:
+        self.n_received += 1
+        if self._to_skip:
+            self._to_skip -= 1
+            self.n_skipped += 1
+            return
+        get_id = self._get_id
+        try:
+            if get_id is None:
+                get_id = self._get_id = id_getter(pv, self.oid_field)
+            oid = get_id(pv)
+        except Exception as exc:  # malformed object: counted, the stream goes on
+            self._get_id = None
+            self.n_errors += 1
+            self._log_bad_object(exc)
+            return
+        self.tracker.update(oid)
+        self.deliver(pv)
+
+    def _log_bad_object(self, exc: Exception) -> None:
+        now = time.monotonic()
+        if now - self._last_error_log > 5:
+            self._last_error_log = now
+            self.logger.error(
+                "object from %s has no usable id field %r (%s: %s); counted as an error "
+                "(check --oid-field)",
+                self.channel_name,
+                self.oid_field,
+                type(exc).__name__,
+                exc,
+            )
+
+
+class ReceiverQueue:
+    """Bounded FIFO between the monitor thread and the processing thread.
+
+    ``put`` (monitor thread) never blocks: a full queue rejects and counts the
+    object. ``get_batch`` (processing thread) waits for objects, honouring the
+    accumulation count and timeout. ``max_length`` 0 means unbounded.
+    """
+
+    def __init__(
+        self, max_length: int = 0, accumulate: int = -1, accumulation_timeout: float = 1.0
+    ):
+        self.max_length = max(0, int(max_length))
+        self.accumulate = int(accumulate)
+        self.accumulation_timeout = float(accumulation_timeout)
+        self._items: collections.deque = collections.deque()
+        self._cond = threading.Condition(threading.Lock())
+        self._waiting = False
+        self._last_put = time.monotonic()
+        self.n_received = 0
+        self.n_rejected = 0
+        self.n_delivered = 0
+
+    @property
+    def n_queued(self) -> int:
+        return len(self._items)
+
+    def resize(self, max_length: int) -> None:
+        self.max_length = max(0, int(max_length))
+
+    def reset_stats(self) -> None:
+        self.n_received = self.n_rejected = self.n_delivered = 0
+
+    def put(self, pv: Any) -> bool:
+        """Queue an object; False (and counted as rejected) if the queue is full."""
+        self.n_received += 1
+        items = self._items
+        if self.max_length and len(items) >= self.max_length:
+            self.n_rejected += 1
+            return False
+        items.append(pv)
+        self._last_put = time.monotonic()
+        if self._waiting:
+            with self._cond:
+                self._cond.notify()
+        return True
+
+    def _ready(self) -> bool:
+        n = len(self._items)
+        if n == 0:
+            return False
+        if self.accumulate <= 0 or n >= self.accumulate:
+            return True
+        return time.monotonic() - self._last_put >= self.accumulation_timeout
+
+    def get_batch(self, timeout: float, drain: bool = False) -> list:
+        """Wait up to ``timeout`` s for objects; return those ready (maybe none).
+
+        With ``drain`` true, return whatever is queued at once, ignoring accumulation.
+        """
+        if drain or self._ready():
+            return self._pop_all()
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            self._waiting = True
+            try:
+                while not self._ready():
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return []
+                    wait = remaining
+                    if self._items and self.accumulate > 0:
+                        wait = min(
+                            wait,
+                            max(
+                                0.001,
+                                self.accumulation_timeout - (time.monotonic() - self._last_put),
+                            ),
+                        )
+                    self._cond.wait(wait)
+            finally:
+                self._waiting = False
+        return self._pop_all()
+
+    def wake(self) -> None:
+        """Wake a waiting ``get_batch`` (used on stop)."""
+        with self._cond:
+            self._cond.notify_all()
+
+    def _pop_all(self) -> list:
+        items = self._items
+        batch = []
+        pop = items.popleft
+        try:
+            for _ in range(len(items)):
+                batch.append(pop())
+        except IndexError:
+            pass
+        self.n_delivered += len(batch)
+        return batch

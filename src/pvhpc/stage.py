@@ -1,0 +1,457 @@
+"""What consumers and collectors share: the processor wrapper, metadata channels,
+statistics snapshots, control commands and the run loop.
+
+A *stage* is one consumer or collector process. :class:`Stage` holds its
+processor and server and implements the control commands; subclasses
+(:class:`~pvhpc.consumer.Consumer`, :class:`~pvhpc.collector.Collector`) add their
+receive path.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pvaccess as pva
+
+from .channels import DataPublisher, StageServer
+from .processor import pva_type_for
+from .receiver import ReceiverQueue
+
+__all__ = ["StageConfig", "Stage", "MetadataChannel", "parse_metadata_channels"]
+
+LATENCY_SAMPLES = 4096
+
+
+@dataclass
+class StageConfig:
+    """Options common to consumers and collectors, already validated."""
+
+    kind: str  # "consumer" or "collector"
+    stage_id: int
+    input_channel: str
+    output_channel: str | None = None
+    status_channel: str | None = None
+    control_channel: str | None = None
+    server_queue_size: int = 0
+    receiver_queue_size: int = -1
+    accumulate_objects: int = -1
+    accumulation_timeout: float = 1.0
+    processor_file: str | None = None
+    processor_class: str | None = None
+    processor_args: dict = field(default_factory=dict)
+    oid_field: str = "uniqueId"
+    oid_offset: int = 0
+    field_request: str | None = None
+    skip_initial_updates: int = 1
+    distributor_plugin: str = "pydistributor"
+    distributor_group: str | None = None
+    distributor_set: str | None = None
+    distributor_trigger: str | None = None
+    distributor_updates: int | None = None
+    n_distributor_sets: int = 1
+    n_consumers: int = 1
+    metadata_channels: list = field(default_factory=list)
+    runtime: float = 0.0
+    report_period: float = 0.0
+    report_stats: tuple = ("all",)
+    report_format: str = "text"
+
+
+def parse_metadata_channels(text: str | None) -> list[tuple[str, str]]:
+    """``pva://x,ca://y,z`` → ``[("pva","x"),("ca","y"),("ca","z")]`` (no prefix = CA)."""
+    from .errors import UsageError
+
+    result = []
+    for item in (text or "").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        if "://" in item:
+            proto, _, name = item.partition("://")
+            proto = proto.lower()
+            if proto not in ("pva", "ca") or not name:
+                raise UsageError(
+                    f"--metadata-channels: {item!r} is not pva://NAME, ca://NAME or NAME"
+                )
+        else:
+            proto, name = "ca", item
+        result.append((proto, name))
+    if text and not result:
+        raise UsageError(f"--metadata-channels: {text!r} names no channel")
+    return result
+
+
+class MetadataChannel:
+    """One metadata channel monitored into the ``PvObjectQueue`` processors read."""
+
+    def __init__(self, protocol: str, name: str, queue_size: int):
+        self.protocol = protocol
+        self.name = name
+        self.queue = pva.PvObjectQueue(queue_size) if queue_size > 0 else pva.PvObjectQueue()
+        self.channel = pva.Channel(name, pva.PVA if protocol == "pva" else pva.CA)
+
+    def start(self) -> None:
+        request = "field()" if self.protocol == "pva" else "field(value,timeStamp)"
+        self.channel.qMonitor(self.queue, request)
+
+    def stop(self) -> None:
+        try:
+            self.channel.stopMonitor()
+        except pva.PvaException:
+            pass
+
+    def stats(self) -> dict:
+        counters = self.queue.getCounters()
+        try:
+            monitor = self.channel.getMonitorCounters()
+        except pva.PvaException:
+            monitor = {}
+        return {
+            "nReceived": int(counters.get("nReceived", 0)),
+            "nOverruns": int(monitor.get("nOverruns", 0)),
+            "nRejected": int(counters.get("nRejected", 0)),
+            "nDelivered": int(counters.get("nDelivered", 0)),
+            "nQueued": int(counters.get("nQueued", 0)),
+        }
+
+
+def _field_key(name: str) -> str:
+    key = "".join(c if c.isalnum() else "_" for c in name)
+    return key if key and not key[0].isdigit() else "_" + key
+
+
+class Stage:
+    """One consumer or collector: processor, server, metadata, control, run loop.
+
+    Threads: the monitor thread(s) deliver objects; with a receiver queue a
+    processing thread calls the processor; the control thread runs commands; the
+    main thread runs :meth:`run` (reports, runtime, stop).
+    """
+
+    def __init__(self, config: StageConfig, processor: Any, logger: logging.Logger):
+        self.config = config
+        self.processor = processor
+        self.logger = logger
+        self.id_name = f"{config.kind}Id"
+        self.server = StageServer(self.id_name, config.stage_id, logger)
+        self.publisher = DataPublisher(self.server, config.output_channel, logger)
+        self.stop_event = threading.Event()
+        self.stop_reason = ""
+        self.metadata = [
+            MetadataChannel(p, n, max(config.receiver_queue_size, 0) or 100000)
+            for p, n in config.metadata_channels
+        ]
+        self.queue: ReceiverQueue | None = None
+        if config.receiver_queue_size >= 0:
+            self.queue = ReceiverQueue(
+                config.receiver_queue_size, config.accumulate_objects, config.accumulation_timeout
+            )
+        self._processing_thread: threading.Thread | None = None
+        self._reset_processing_stats()
+        self.start_time = time.time()
+        self.end_time = 0.0
+        self.report_sink: Callable[[dict], None] | None = None
+        self.exit_status = 0
+
+    # -- processing (hot path) ------------------------------------------------
+
+    def _reset_processing_stats(self) -> None:
+        self.n_processed = 0
+        self.n_process_errors = 0
+        self.first_object_time = 0.0
+        self.last_object_time = 0.0
+        self.latencies: collections.deque = collections.deque(maxlen=LATENCY_SAMPLES)
+        self._last_error_log = 0.0
+        self._stamp = None
+
+    def process_one(self, pv: Any) -> None:
+        """Run the processor on one object and count the outcome (processing thread)."""
+        try:
+            self.processor.process(pv)
+        except Exception as exc:  # noqa: BLE001 - user code; counted, the stream goes on
+            self.n_process_errors += 1
+            now = time.monotonic()
+            if now - self._last_error_log > 5:
+                self._last_error_log = now
+                self.logger.error(
+                    "processor failed on an object from %s: %s: %s "
+                    "(counted in processorStats.nErrors)",
+                    self.config.input_channel,
+                    type(exc).__name__,
+                    exc,
+                    exc_info=self.logger.isEnabledFor(logging.DEBUG),
+                )
+            return
+        now = time.time()
+        if not self.n_processed:
+            self.first_object_time = now
+        self.n_processed += 1
+        self.last_object_time = now
+        stamp = self._stamp
+        if stamp is None:
+            stamp = self._stamp = _timestamp_reader(pv)
+        if stamp is not False:
+            try:
+                self.latencies.append(now - stamp(pv))
+            except Exception:  # noqa: BLE001 - a stream without timestamps
+                self._stamp = False
+
+    def _processing_loop(self) -> None:
+        queue = self.queue
+        assert queue is not None
+        process = self.process_one
+        while not self.stop_event.is_set():
+            for pv in queue.get_batch(0.2):
+                process(pv)
+        # Stop: everything already received is processed before the processor stops.
+        for pv in queue.get_batch(0, drain=True):
+            process(pv)
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    def setup_processor(self) -> None:
+        """Give the processor its runtime attributes and create the output channel."""
+        cfg = self.config
+        p = self.processor
+        p.logger = logging.getLogger(f"pvhpc.processor.{cfg.kind}{cfg.stage_id}")
+        p.processorId = cfg.stage_id
+        p.inputChannel = cfg.input_channel
+        p.outputChannel = cfg.output_channel
+        p.objectIdField = cfg.oid_field
+        p.pvaServer = self.server.pva_server
+        p.dataPublisher = self.publisher
+        p.metadataQueueMap = {m.name: m.queue for m in self.metadata}
+        if cfg.output_channel:
+            probe = p.getInputPvObjectType() or pva.NtNdArray()
+            try:
+                out_type = p.getOutputPvObjectType(probe)
+            except Exception as exc:  # noqa: BLE001 - created on first publish instead
+                self.logger.debug("getOutputPvObjectType(probe) failed: %s", exc)
+                out_type = None
+            if out_type is not None:
+                self.publisher.create(out_type)
+
+    def start_common(self) -> None:
+        """Start servers, metadata monitors, the processor and the processing thread."""
+        self.server.setup_control(self.config.control_channel, self.handle_command)
+        self.server.setup_status(
+            self.config.status_channel, self.stats(), {"userStats": self._user_stats_types()}
+        )
+        for m in self.metadata:
+            m.start()
+        self.processor.start()
+        if self.queue is not None:
+            self._processing_thread = threading.Thread(
+                target=self._processing_loop, name="processing", daemon=True
+            )
+            self._processing_thread.start()
+
+    def stop_processing(self) -> None:
+        """After the receivers stopped: drain the queue, stop the processor."""
+        self.stop_event.set()
+        if self.queue is not None:
+            self.queue.wake()
+        if self._processing_thread is not None:
+            self._processing_thread.join()
+        for m in self.metadata:
+            m.stop()
+        try:
+            self.processor.stop()
+        except Exception as exc:  # noqa: BLE001 - user code at shutdown: log, go on
+            self.logger.error("processor stop() failed: %s: %s", type(exc).__name__, exc)
+            self.exit_status = self.exit_status or 1
+        self.end_time = time.time()
+
+    def request_stop(self, reason: str) -> None:
+        """Ask the run loop to stop (any thread, signal handlers included)."""
+        if not self.stop_event.is_set():
+            self.stop_reason = reason
+        self.stop_event.set()
+
+    def run_loop(self) -> None:
+        """Main thread: report periodically until stopped or the runtime is over."""
+        cfg = self.config
+        deadline = time.monotonic() + cfg.runtime if cfg.runtime > 0 else None
+        period = cfg.report_period if cfg.report_period > 0 else None
+        next_report = time.monotonic() + period if period else None
+        while not self.stop_event.is_set():
+            now = time.monotonic()
+            waits = [t - now for t in (deadline, next_report) if t is not None]
+            self.stop_event.wait(max(0.0, min(waits)) if waits else 1.0)
+            now = time.monotonic()
+            if deadline is not None and now >= deadline and not self.stop_event.is_set():
+                self.request_stop(f"runtime of {cfg.runtime:g} s reached")
+            if next_report is not None and now >= next_report and not self.stop_event.is_set():
+                next_report += period
+                self.report()
+
+    def report(self, final: bool = False) -> dict:
+        """Publish the status and hand a snapshot to the report sink (main thread)."""
+        snapshot = self.stats()
+        self.server.publish_status(snapshot)
+        if self.report_sink is not None:
+            snapshot = dict(snapshot, final=final, **{self.id_name: self.config.stage_id})
+            self.report_sink(snapshot)
+        return snapshot
+
+    # -- statistics ------------------------------------------------------------------
+
+    def _user_stats_types(self) -> dict:
+        try:
+            types = dict(self.processor.getStatsPvaTypes() or {})
+        except Exception as exc:  # noqa: BLE001
+            self.logger.error("processor getStatsPvaTypes() failed: %s", exc)
+            types = {}
+        try:
+            sample = dict(self.processor.getStats() or {})
+        except Exception:  # noqa: BLE001
+            sample = {}
+        for key, value in sample.items():
+            types.setdefault(key, pva_type_for(value))
+        return {k: v for k, v in types.items() if k.isidentifier()}
+
+    def user_stats(self) -> dict:
+        try:
+            return dict(self.processor.getStats() or {})
+        except Exception as exc:  # noqa: BLE001
+            self.logger.error("processor getStats() failed: %s", exc)
+            return {}
+
+    def processing_stats(self, n_missed: int, first_id: Any, last_id: Any) -> dict:
+        now = time.time()
+        end = self.end_time or now
+        receiving = max(self.last_object_time - self.first_object_time, 0.0)
+        rate_base = receiving if receiving > 0 else None
+        runtime = end - self.start_time
+        lat = sorted(self.latencies)
+        return {
+            "nProcessed": self.n_processed,
+            "nMissed": n_missed,
+            "nErrors": self.n_process_errors,
+            "firstObjectId": first_id if first_id is not None else -1,
+            "lastObjectId": last_id if last_id is not None else -1,
+            "firstObjectTime": self.first_object_time,
+            "lastObjectTime": self.last_object_time,
+            "receivingTime": receiving,
+            "runtime": runtime,
+            "startTime": self.start_time,
+            "endTime": self.end_time,
+            "processedRate": self.n_processed / rate_base if rate_base else 0.0,
+            "missedRate": n_missed / rate_base if rate_base else 0.0,
+            "errorRate": self.n_process_errors / rate_base if rate_base else 0.0,
+            "latencyP50": lat[len(lat) // 2] if lat else 0.0,
+            "latencyP99": lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else 0.0,
+        }
+
+    def queue_stats(self) -> dict:
+        q = self.queue
+        if q is None:
+            return {"nReceived": 0, "nRejected": 0, "nDelivered": 0, "nQueued": 0, "maxLength": -1}
+        return {
+            "nReceived": q.n_received,
+            "nRejected": q.n_rejected,
+            "nDelivered": q.n_delivered,
+            "nQueued": q.n_queued,
+            "maxLength": q.max_length,
+        }
+
+    def publisher_stats(self, rate_base: float) -> dict:
+        n = self.publisher.n_published
+        return {
+            "nPublished": n,
+            "publishedRate": n / rate_base if rate_base else 0.0,
+            "nErrors": self.publisher.n_errors,
+        }
+
+    def metadata_stats(self) -> dict:
+        return {_field_key(m.name): m.stats() for m in self.metadata}
+
+    def stats(self) -> dict:  # pragma: no cover - implemented by subclasses
+        raise NotImplementedError
+
+    def reset_stats(self) -> None:
+        self._reset_processing_stats()
+        self.start_time = time.time()
+        self.publisher.reset_stats()
+        if self.queue is not None:
+            self.queue.reset_stats()
+        for m in self.metadata:
+            m.queue.resetCounters()
+        try:
+            self.processor.resetStats()
+        except Exception as exc:  # noqa: BLE001
+            self.logger.error("processor resetStats() failed: %s", exc)
+
+    # -- control ---------------------------------------------------------------------
+
+    def configure_runtime(self, config: dict) -> list[str]:
+        """Apply the runtime keys of a ``configure`` command; return what changed."""
+        changed = []
+        if "receiverQueueSize" in config:
+            if self.queue is None:
+                raise ValueError(
+                    "receiverQueueSize: this stage runs without a receiver queue "
+                    "(start it with --receiver-queue-size >= 0)"
+                )
+            self.queue.resize(int(config["receiverQueueSize"]))
+            changed.append(f"receiverQueueSize={self.queue.max_length}")
+        return changed
+
+    def handle_command(self, command: str, args: str) -> str:
+        """Run one control command (control thread); return the status message."""
+        command = (command or "").strip()
+        if command == "stop":
+            self.request_stop("stop command on the control channel")
+            return "Stopping"
+        if command == "reset_stats":
+            self.reset_stats()
+            self.server.publish_status(self.stats())
+            return "Statistics reset"
+        if command == "get_stats":
+            self.server.publish_status(self.stats())
+            return "Statistics published on the status channel"
+        if command == "configure":
+            try:
+                config = json.loads(args) if args and args.strip() else None
+            except json.JSONDecodeError as exc:
+                return f"configure: args is not valid JSON ({exc.msg}); nothing changed"
+            if not isinstance(config, dict):
+                return 'configure: args must be a JSON object such as {"x": 100}; nothing changed'
+            try:
+                changed = self.configure_runtime(config)
+            except (ValueError, TypeError) as exc:
+                return f"configure: {exc}; nothing changed"
+            try:
+                self.processor.configure(config)
+            except Exception as exc:  # noqa: BLE001 - user code
+                self.logger.error("processor configure(%s) failed: %s", config, exc)
+                return f"configure: processor rejected {config}: {type(exc).__name__}: {exc}"
+            done = ", ".join(changed)
+            return f"Configured: {json.dumps(config)}" + (f" ({done})" if done else "")
+        known = "configure, reset_stats, get_stats, stop"
+        if not command:
+            return f"No command given; known commands: {known}"
+        return f"Unknown command {command!r}; known commands: {known}. Nothing changed"
+
+
+def _timestamp_reader(pv: Any):
+    """A function reading ``timeStamp`` as float seconds, or False if there is none."""
+    try:
+        intro = pv.getIntrospectionDict()
+        if "timeStamp" not in intro:
+            return False
+        cls = type(pv)
+        get_long, get_int = cls.getLong, cls.getInt
+        return lambda obj: (
+            get_long(obj, "timeStamp.secondsPastEpoch")
+            + get_int(obj, "timeStamp.nanoseconds") * 1e-9
+        )
+    except Exception:  # noqa: BLE001
+        return False
