@@ -40,6 +40,7 @@ class IdTracker:
         "period",
         "last",
         "run_start",
+        "seen",
         "n_missed",
         "n_restarts",
         "first",
@@ -48,11 +49,7 @@ class IdTracker:
 
     def __init__(self, offset: int = 1, run_length: int = 1):
         self.configure(offset, run_length)
-        self.last: int | None = None
-        self.first: int | None = None
-        self.run_start = 0
-        self.n_missed = 0
-        self.n_restarts = 0
+        self.reset()
 
     def configure(self, offset: int, run_length: int = 1) -> None:
         """Set the expected offset and run length (may change at runtime)."""
@@ -61,54 +58,76 @@ class IdTracker:
         self.period = self.offset + self.run - 1
         # The common cases (no distributor, or U == 1) need no run bookkeeping.
         self._plain = self.run == 1
+        self.run_start = None
 
     def reset(self) -> None:
         """Forget the stream position and counts (``reset_stats``)."""
-        self.last = None
-        self.first = None
+        self.last: int | None = None
+        self.first: int | None = None
+        # Where the current run started; None while unknown (the first id we see
+        # may sit anywhere inside a run). ``seen`` counts consecutive ids since then.
+        self.run_start: int | None = None
+        self.seen = 0
         self.n_missed = 0
         self.n_restarts = 0
 
     def update(self, oid: int) -> int:
         """Account for one arrived id; return how many ids were missed before it."""
         last = self.last
-        if last is None:
-            self.first = self.last = self.run_start = oid
-            return 0
         self.last = oid
+        if last is None:
+            self.first = oid
+            self.run_start, self.seen = None, 1
+            return 0
         if oid <= last:
             self.n_restarts += 1
-            self.run_start = oid
+            self.run_start, self.seen = None, 1
             return 0
         if self._plain:
-            gap = oid - last
-            if gap == self.offset:
-                return 0
             # Our ids are last + k·offset; an id off that grid re-anchors the grid.
-            missed = (gap - 1) // self.offset
+            missed = (oid - last - 1) // self.offset
             self.n_missed += missed
             return missed
         return self._update_runs(last, oid)
 
     def _update_runs(self, last: int, oid: int) -> int:
-        start, period, run = self.run_start, self.period, self.run
-        missed = self._ours_upto(oid - 1, start, period, run) - self._ours_upto(
-            last, start, period, run
-        )
+        run, period = self.run, self.period
+        start = self.run_start
+        if start is None:
+            if oid == last + 1:
+                self.seen += 1
+                if self.seen >= run:
+                    self.run_start = oid - run + 1
+                return 0
+            # Where did the run holding ``last`` start? Take the explanation that
+            # loses the fewest ids; it is exact whenever nothing was lost.
+            best = None
+            for pos in range(self.seen - 1, run):
+                candidate = last - pos
+                if (oid - candidate) % period >= run:
+                    continue
+                lost = self._ours_upto(oid - 1, candidate) - self._ours_upto(last, candidate)
+                if best is None or lost < best[0]:
+                    best = (lost, candidate)
+            if best is None:
+                self.seen = 1
+                return 0
+            missed, start = best
+        else:
+            missed = self._ours_upto(oid - 1, start) - self._ours_upto(last, start)
         phase = (oid - start) % period
         if phase >= run:
             # Not where the pattern says our ids are: the distributor changed its
             # assignment (a consumer joined or left). Follow the stream from here.
-            self.run_start = oid
+            self.run_start, self.seen = None, 1
         else:
             self.run_start = oid - phase
         self.n_missed += missed
         return missed
 
-    @staticmethod
-    def _ours_upto(x: int, start: int, period: int, run: int) -> int:
-        """How many of our ids lie in [start, x]."""
+    def _ours_upto(self, x: int, start: int) -> int:
+        """How many of our ids lie in [start, x], for runs starting at ``start``."""
         if x < start:
             return 0
         d = x - start
-        return (d // period) * run + min(d % period, run - 1) + 1
+        return (d // self.period) * self.run + min(d % self.period, self.run - 1) + 1
