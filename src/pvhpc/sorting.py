@@ -1,0 +1,97 @@
+"""The collector's sorting cache: objects from several producers released in id order."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import threading
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["SortingCache"]
+
+
+class SortingCache:
+    """Holds objects and releases them in object-id order.
+
+    Each producer's own stream arrives in id order, so once every producer has sent
+    an id above X, nothing more with id X can come: objects below that *watermark*
+    are released at once. If a producer stalls, the cache still releases its lowest
+    ids whenever it holds more than ``size`` objects. Objects with the id last
+    released (tiles of one frame) are released with it; an object whose id is
+    below the last released id arrived too late and is rejected (counted, never
+    released). ``add`` may be called from several monitor threads;
+    ``release(pv, oid)`` is called with the lock held, in id order.
+    """
+
+    def __init__(
+        self, size: int, release: Callable[[Any, int], None], step: int = 1, n_producers: int = 1
+    ):
+        self.size = max(1, int(size))
+        self.step = max(1, int(step))
+        self._producer_last: list = [None] * max(1, n_producers)
+        self._watermark = None
+        self._release = release
+        self._heap: list = []
+        self._seq = itertools.count()
+        self._lock = threading.Lock()
+        self.last_released: int | None = None
+        self.n_added = 0
+        self.n_released = 0
+        self.n_rejected = 0
+        self.max_held = 0
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def resize(self, size: int) -> None:
+        """Change the cache size at runtime; a smaller cache releases at once."""
+        with self._lock:
+            self.size = max(1, int(size))
+            self._release_ready()
+
+    def add(self, pv: Any, oid: int, producer: int = 0) -> bool:
+        """Add one object from producer index ``producer``; False if rejected as too late."""
+        with self._lock:
+            self.n_added += 1
+            lasts = self._producer_last
+            lasts[producer] = oid
+            self._watermark = None if None in lasts else min(lasts)
+            last = self.last_released
+            if last is not None and oid < last:
+                self.n_rejected += 1
+                return False
+            heapq.heappush(self._heap, (oid, next(self._seq), pv))
+            if len(self._heap) > self.max_held:
+                self.max_held = len(self._heap)
+            self._release_ready()
+            return True
+
+    def _release_ready(self) -> None:
+        heap = self._heap
+        while heap:
+            oid = heap[0][0]
+            mark = self._watermark
+            complete = (mark is not None and oid < mark) or oid == self.last_released
+            if not complete and len(heap) <= self.size:
+                return
+            self._pop()
+
+    def _pop(self) -> None:
+        oid, _, pv = heapq.heappop(self._heap)
+        self.last_released = oid
+        self.n_released += 1
+        self._release(pv, oid)
+
+    def flush(self) -> None:
+        """Release everything held, in order (on stop)."""
+        with self._lock:
+            while self._heap:
+                self._pop()
+
+    def reset_stats(self) -> None:
+        with self._lock:
+            self.n_added = self.n_released = self.n_rejected = 0
+            self._producer_last = [None] * len(self._producer_last)
+            self._watermark = None
+            self.max_held = len(self._heap)

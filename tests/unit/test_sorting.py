@@ -1,0 +1,94 @@
+"""The collector's sorting cache: order, duplicates, late ids, runtime resize."""
+
+import random
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pvhpc.sorting import SortingCache
+
+
+def make(size, step=1, producers=1):
+    out = []
+    cache = SortingCache(size, lambda pv, oid: out.append(oid), step, producers)
+    return cache, out
+
+
+def test_releases_lowest_ids_when_full():
+    cache, out = make(3, producers=2)
+    for oid in [5, 3, 4, 1]:
+        cache.add(f"pv{oid}", oid, 0)  # producer 1 has sent nothing: no watermark
+    assert out == [1]
+    cache.flush()
+    assert out == [1, 3, 4, 5]
+
+
+def test_ids_below_every_producers_last_id_are_released_at_once():
+    cache, out = make(100, producers=2)
+    cache.add("a", 1, 0)
+    cache.add("b", 3, 0)
+    assert out == []  # producer 1 could still send 1 or 2
+    cache.add("c", 2, 1)
+    assert out == [1]  # both producers are past 1; 2 may still get a sibling
+    cache.add("d", 4, 1)
+    assert out == [1, 2]  # producer 0 may still send another 3 (a tile)
+    cache.flush()
+    assert out == [1, 2, 3, 4]
+
+
+def test_duplicates_released_together():
+    cache, out = make(4, producers=4)
+    # four producers each send one tile of frames 1, 2, 3 (in order per producer)
+    for producer, oid in [
+        (0, 1),
+        (1, 1),
+        (0, 2),
+        (2, 1),
+        (1, 2),
+        (3, 1),
+        (2, 2),
+        (3, 2),
+        (0, 3),
+        (1, 3),
+    ]:
+        cache.add(oid, oid, producer)
+    cache.flush()
+    assert out == [1, 1, 1, 1, 2, 2, 2, 2, 3, 3]
+    assert cache.n_rejected == 0
+
+
+def test_late_ids_are_rejected_and_counted():
+    cache, out = make(2)
+    for oid in [1, 2, 3, 4, 5]:
+        cache.add(oid, oid)
+    assert cache.add("late", 1) is False
+    cache.flush()
+    assert cache.n_rejected == 1
+    assert 1 in out and out.count(1) == 1
+
+
+def test_resize_at_runtime_releases_surplus():
+    cache, out = make(10)
+    for oid in [10, 8, 6, 4]:
+        cache.add(oid, oid)
+    assert out == []
+    cache.resize(2)
+    assert out == [4, 6]
+    assert len(cache) == 2
+
+
+@settings(max_examples=200, deadline=None)
+@given(n=st.integers(1, 200), producers=st.integers(1, 6), seed=st.integers(0, 10**6))
+def test_interleaved_producers_come_out_sorted(n, producers, seed):
+    # Each producer's own stream is in order; the merge of them must be too, given a
+    # cache at least as large as the producers' skew.
+    rng = random.Random(seed)
+    streams = [[i for i in range(1, n + 1) if i % producers == p] for p in range(producers)]
+    cache, out = make(producers * 2, producers=producers)
+    while any(streams):
+        index = rng.choice([k for k, s in enumerate(streams) if s])
+        oid = streams[index].pop(0)
+        cache.add(oid, oid, index)
+    cache.flush()
+    assert out == sorted(out)
+    assert len(out) + cache.n_rejected == n
