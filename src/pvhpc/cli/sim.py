@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from ..log import configure_logging, parse_level
 from ..simulator import COLOR_MODES, DATATYPES, Simulator, SimulatorConfig
