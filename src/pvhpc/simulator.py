@@ -45,9 +45,9 @@ import numpy as np
 import pvaccess as pva
 
 from .errors import UsageError
+from .processors.ad_image import make_frame
 
 __all__ = [
-    "AD_DATA_TYPES",
     "COLOR_MODES",
     "DATATYPES",
     "MetadataPv",
@@ -55,7 +55,6 @@ __all__ = [
     "SimulatorConfig",
     "SimulatorStats",
     "build_frame",
-    "frame_dimensions",
     "frame_shape",
     "generate_frames",
     "load_frames",
@@ -78,10 +77,6 @@ DATATYPES: dict[str, str] = {
     "float32": "floatValue",
     "float64": "doubleValue",
 }
-
-#: areaDetector's NDDataType_t codes, which compressed frames carry in
-#: ``codec.parameters`` so that a reader knows the decompressed type.
-AD_DATA_TYPES: dict[str, int] = {name: code for code, name in enumerate(DATATYPES)}
 
 #: areaDetector colour modes we serve: mono and the three RGB layouts.
 COLOR_MODES: dict[int, str] = {0: "Mono", 2: "RGB1", 3: "RGB2", 4: "RGB3"}
@@ -195,24 +190,10 @@ def parse_metadata_pvs(text: str | None, option: str = "--metadata-pv") -> list[
 
 
 def frame_shape(nx: int, ny: int, color_mode: int) -> tuple[int, ...]:
-    """The numpy (C-order) shape of one frame of the given colour mode."""
-    return {0: (ny, nx), 2: (ny, nx, 3), 3: (ny, 3, nx), 4: (3, ny, nx)}[color_mode]
-
-
-def frame_dimensions(shape: tuple[int, ...]) -> list[int]:
-    """NTNDArray dimension sizes for a frame shape: fastest-varying first."""
-    return list(reversed(shape))
-
-
-def _size_from_shape(shape: tuple[int, ...], color_mode: int) -> tuple[int, int]:
-    """(nx, ny) of a frame shape in the given colour mode."""
-    if color_mode == 0:
-        return shape[1], shape[0]
-    if color_mode == 2:
-        return shape[1], shape[0]
-    if color_mode == 3:
-        return shape[2], shape[0]
-    return shape[2], shape[1]
+    """The numpy shape of one frame as the simulator holds it: ``(ny, nx)`` for mono,
+    ``(ny, nx, 3)`` for every RGB mode (laid out for RGB2/RGB3 when the NTNDArray is
+    built)."""
+    return (ny, nx) if color_mode == 0 else (ny, nx, 3)
 
 
 def value_range(datatype: str, low: float | None, high: float | None) -> tuple[Any, Any]:
@@ -273,16 +254,14 @@ def _as_frames(array: Any, color_mode: int, source: str) -> Any:
     if array.ndim != frame_ndim + 1:
         raise UsageError(
             f"--input-file: {source} holds an array of shape {tuple(array.shape)}; expected "
-            f"{'(ny, nx) or (frames, ny, nx)' if color_mode == 0 else 'frames of 3 dimensions'} "
+            f"{'(ny, nx) or (frames, ny, nx)' if color_mode == 0 else '(ny, nx, 3) or (frames, ny, nx, 3)'} "
             f"for color mode {color_mode}"
         )
-    if color_mode != 0:
-        axis = {2: 3, 3: 2, 4: 1}[color_mode]
-        if array.shape[axis] != 3:
-            raise UsageError(
-                f"--input-file: {source} has shape {tuple(array.shape)}, but color mode "
-                f"{color_mode} ({COLOR_MODES[color_mode]}) needs 3 colours on axis {axis}"
-            )
+    if color_mode != 0 and array.shape[-1] != 3:
+        raise UsageError(
+            f"--input-file: {source} has shape {tuple(array.shape)}, but color mode "
+            f"{color_mode} ({COLOR_MODES[color_mode]}) needs frames shaped (ny, nx, 3)"
+        )
     if array.dtype.name not in DATATYPES:
         raise UsageError(
             f"--input-file: {source} holds {array.dtype} data, which NTNDArray cannot carry"
@@ -380,44 +359,20 @@ def load_frames(
     return np.asarray(stack[:n_frames] if n_frames else stack[:])
 
 
-def build_frame(
-    data: np.ndarray,
-    color_mode: int = 0,
-    codec: str | None = None,
-    unique_id: int = 0,
-    compress: Callable[[np.ndarray, str], np.ndarray] | None = None,
-) -> pva.NtNdArray:
-    """One NTNDArray for a frame array shaped as :func:`frame_shape` gives.
+def build_frame(data: np.ndarray, color_mode: int = 0, codec: str | None = None) -> pva.NtNdArray:
+    """One NTNDArray (``uniqueId`` 0) for a frame shaped as :func:`frame_shape` gives.
 
-    ``value`` holds the pixels in the union field of their type, or with ``codec``
-    the compressed bytes (``ubyteValue``) from ``compress(data, codec)``, with
-    ``codec.parameters`` set to areaDetector's code of the original type.
-    ``dimension`` lists sizes fastest-varying first; ``attribute`` holds
-    ``ColorMode``. Timestamps are left for the publisher to set.
+    Built by :func:`pvhpc.processors.ad_image.make_frame`, so that what the
+    simulator serves is exactly what the image helpers of consumers decode:
+    ``value`` in the union field of the pixel type (or, with ``codec``, the
+    compressed bytes in ``ubyteValue`` and the pixel type in ``codec.parameters``),
+    ``dimension`` fastest-varying first (``3, nx, ny`` for RGB1, ``nx, 3, ny`` for
+    RGB2, ``nx, ny, 3`` for RGB3), and a ``ColorMode`` attribute. The publisher sets
+    the timestamps and ids.
     """
-    datatype = data.dtype.name
-    if datatype not in DATATYPES:
-        raise UsageError(f"--datatype: {datatype!r} cannot be carried by an NTNDArray")
-    flat = np.ascontiguousarray(data).reshape(-1)
-    frame = pva.NtNdArray()
-    if codec:
-        if compress is None:
-            raise ValueError("build_frame: a codec needs a compress function")
-        payload = np.ascontiguousarray(compress(np.ascontiguousarray(data), codec), dtype=np.uint8)
-        frame["value"] = {"ubyteValue": payload}
-        frame["codec"] = pva.PvCodec(codec, pva.PvInt(AD_DATA_TYPES[datatype]))
-        frame["compressedSize"] = int(payload.nbytes)
-    else:
-        frame["value"] = {DATATYPES[datatype]: flat}
-        frame["compressedSize"] = int(flat.nbytes)
-    frame["uncompressedSize"] = int(flat.nbytes)
-    frame["dimension"] = [
-        pva.PvDimension(size, 0, size, 1, False) for size in frame_dimensions(data.shape)
-    ]
-    attribute = pva.NtAttribute("ColorMode", pva.PvInt(int(color_mode)))
-    attribute["descriptor"] = "Color mode"
-    frame["attribute"] = [attribute]
-    frame["uniqueId"] = int(unique_id)
+    if data.dtype.name not in DATATYPES:
+        raise UsageError(f"--datatype: {data.dtype} cannot be carried by an NTNDArray")
+    frame = make_frame(data, 0, color_mode=int(color_mode), codec=codec or None)
     return frame
 
 
@@ -554,7 +509,7 @@ class Simulator:
         self.stats = SimulatorStats(config.channel_name, config.frame_rate)
         self.metadata = parse_metadata_pvs(config.metadata_pvs)
         self._validate()
-        self._compress = self._codec_function()
+        self._check_codec()
         self.frames: list[pva.NtNdArray] = self._prepare()
 
     def _validate(self) -> None:
@@ -591,16 +546,16 @@ class Simulator:
                 f"--compression-codec: {c.compression_codec!r} is not one of {', '.join(CODECS)}"
             )
 
-    def _codec_function(self) -> Callable[[np.ndarray, str], np.ndarray] | None:
-        if not self.config.compression_codec:
-            return None
+    def _check_codec(self) -> None:
+        codec = self.config.compression_codec
+        if not codec:
+            return
+        from . import codecs
+
         try:
-            from . import codecs
-        except ImportError as exc:
-            raise UsageError(
-                f"--compression-codec: {self.config.compression_codec} is not available ({exc})"
-            ) from None
-        return codecs.compress
+            codecs.compress(np.zeros(8, np.uint8), codec)
+        except codecs.CodecError as exc:
+            raise UsageError(f"--compression-codec: {codec}: {exc}") from None
 
     def _prepare(self) -> list[pva.NtNdArray]:
         c = self.config
@@ -610,7 +565,7 @@ class Simulator:
             data = load_frames(
                 c.input_file, c.input_directory, c.color_mode, limit, c.hdf5_dataset, c.mmap_mode
             )
-            c.nx, c.ny = _size_from_shape(data.shape[1:], c.color_mode)
+            c.ny, c.nx = data.shape[1:3]
             c.datatype = data.dtype.name
         else:
             value_range(c.datatype, c.min_value, c.max_value)
@@ -632,8 +587,7 @@ class Simulator:
                 n, c.nx, c.ny, c.datatype, c.color_mode, c.min_value, c.max_value, c.seed
             )
         frames = [
-            build_frame(data[k], c.color_mode, c.compression_codec, 0, self._compress)
-            for k in range(data.shape[0])
+            build_frame(data[k], c.color_mode, c.compression_codec) for k in range(data.shape[0])
         ]
         logger.info(
             "prepared %d %s frames of %dx%d (%s) in %.2f s",
@@ -672,9 +626,11 @@ class Simulator:
         server = self._server
         if server is None:
             server = self._server = pva.PvaServer()
-        first = self.frames[0]
-        first.set(_stamp(0, *divmod(time.time_ns(), 1_000_000_000)))
-        server.addRecord(c.channel_name, first)
+        # The record keeps the object it is created with and publishes changes made
+        # to it, so it gets a copy: stamping frames[0] later must not post by itself.
+        initial = self.frames[0].copy()
+        initial.set(_stamp(0, *divmod(time.time_ns(), 1_000_000_000)))
+        server.addRecord(c.channel_name, initial)
         for name in pva_meta:
             server.addRecord(name, _metadata_object())
         self._running.set()
@@ -783,7 +739,8 @@ class Simulator:
             remaining = t0 + sent * period - clock()
             if remaining > 0:
                 stop_event.wait(remaining)
-        stats.n_sent, stats.elapsed = sent, clock() - start
+        # A frame's period counts whole, also when a stop cuts it short.
+        stats.n_sent, stats.elapsed = sent, max(clock(), t0 + sent * period) - start
         stats.cpu, stats.max_lag = time.process_time() - cpu0, max_lag
 
 
