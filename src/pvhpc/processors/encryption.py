@@ -43,7 +43,11 @@ The serialized object (plaintext) is ``u32 little-endian header length``, a UTF-
 JSON header, then the raw bytes of every numeric array of the object (the pixels,
 mostly), back to back. The header holds the object's structure, type ids and
 values with each array replaced by a reference to its bytes; it is never executed
-or unpickled, so a forged envelope can at worst be rejected.
+or unpickled, so a forged envelope can at worst be rejected. Any PvObject can be
+encrypted; NTNDArray frames come back as ``pvaccess.NtNdArray`` with their type ids
+(other objects come back without type ids, which pvaccess does not report). An
+attribute whose value is a scalar comes back in areaDetector's form, the variant
+holding the scalar itself.
 
 Requires the ``crypto`` extra (pycryptodome).
 """
@@ -100,6 +104,7 @@ _ENVELOPE_TYPE = {
     "payload": [pva.UBYTE],
     "signature": [pva.UBYTE],
 }
+_NTNDARRAY_ARGS = pva.NtNdArray().__getinitargs__()
 _SCALAR_TYPES = {name: getattr(pva, name) for name in pva.ScalarType.names}
 _HEADER_LEN = struct.Struct("<I")
 
@@ -198,7 +203,15 @@ def serialize_pv_object(pv_object: Any) -> list:
 
     Returns ``[length+header bytes, array, array, ...]`` (arrays are views, not copies).
     """
-    type_dict, value_dict, type_id, sub_type_ids = pv_object.__getinitargs__()
+    # pvaccess's own pickling support: (structure, values[, type id[, field type ids]]).
+    args = pv_object.__getinitargs__()
+    type_dict, value_dict = args[0], args[1]
+    type_id = args[2] if len(args) > 2 else ""
+    sub_type_ids = args[3] if len(args) > 3 else {}
+    if not type_id and type_dict == _NTNDARRAY_ARGS[0]:
+        # Objects from a monitor are plain PvObjects that do not report their type
+        # ids; a frame with the full NTNDArray structure is one.
+        type_id, sub_type_ids = _NTNDARRAY_ARGS[2], _NTNDARRAY_ARGS[3]
     arrays: list[np.ndarray] = []
     header = {
         "type": _encode(type_dict, arrays),
