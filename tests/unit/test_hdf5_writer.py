@@ -1,0 +1,199 @@
+"""Hdf5AdImageWriter: frames, ids and timestamps in files of nImagesPerFile; last file trimmed."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+h5py = pytest.importorskip("h5py")
+
+from pvhpc.errors import UsageError  # noqa: E402
+from pvhpc.processor import create_processor, load_processor_class  # noqa: E402
+from pvhpc.processors import Hdf5AdImageWriter  # noqa: E402
+from pvhpc.processors.ad_image import get_data_timestamp, get_timestamp  # noqa: E402
+from pvhpc.testing import ProcessorHarness, make_frame, make_frames  # noqa: E402
+
+
+def writer(tmp_path, **config):
+    config.setdefault("outputDirectory", str(tmp_path))
+    return ProcessorHarness(Hdf5AdImageWriter, config, processor_id=config.pop("pid", 2))
+
+
+def test_files_of_n_images_and_a_trimmed_last_file(tmp_path):
+    frames = list(make_frames(10, (6, 8), "uint16", first_id=101))
+    with writer(tmp_path, nImagesPerFile=4) as h:
+        h.run(frames)
+        assert h.stats["nFilesWritten"] == 2  # the third file is still open
+    assert sorted(os.listdir(tmp_path)) == ["000001.2.h5", "000002.2.h5", "000003.2.h5"]
+    images = h.published_images
+    for file_id, first, count in [(1, 0, 4), (2, 4, 4), (3, 8, 2)]:
+        with h5py.File(tmp_path / f"{file_id:06d}.2.h5", "r") as f:
+            data = f["/entry/data/data"]
+            assert data.shape == (count, 6, 8) and data.dtype == np.uint16
+            np.testing.assert_array_equal(data[()], np.stack(images[first : first + count]))
+            ids = f["/entry/data/uniqueId"][()]
+            assert ids.tolist() == list(range(101 + first, 101 + first + count))
+            stamps = f["/entry/data/timeStamp"][()]
+            assert stamps.tolist() == [get_timestamp(fr) for fr in frames[first : first + count]]
+            dstamps = f["/entry/data/dataTimeStamp"][()]
+            assert dstamps.tolist() == [
+                get_data_timestamp(fr) for fr in frames[first : first + count]
+            ]
+            assert data.attrs["nImages"] == count and data.attrs["processorId"] == 2
+    stats = h.stats
+    assert stats["nFilesWritten"] == 3 and stats["nFramesWritten"] == 10
+    assert stats["nBytesWritten"] == sum(
+        os.path.getsize(tmp_path / n) for n in os.listdir(tmp_path)
+    )
+    assert stats["nImageBytesWritten"] == 10 * 6 * 8 * 2
+    assert stats["nErrors"] == 0 and stats["frameWriteRate"] > 0 and stats["currentFileId"] == 3
+    assert h.published == frames and h.returned == frames
+    h.user_stats_object()
+
+
+def test_exactly_full_files_leave_no_empty_file(tmp_path):
+    with writer(tmp_path, nImagesPerFile=3) as h:
+        h.run(make_frames(6, (2, 2)))
+    assert sorted(os.listdir(tmp_path)) == ["000001.2.h5", "000002.2.h5"]
+
+
+def test_one_file_for_everything_and_custom_names(tmp_path):
+    config = {
+        "nImagesPerFile": 0,
+        "datasetName": "images",
+        "outputFileNameFormat": "run/p{processorId}_{outputFileId}.hdf5",
+        "pid": 7,
+    }
+    with writer(tmp_path, **config) as h:
+        h.run(make_frames(100, (3, 5), "float32"))  # beyond the initial allocation
+    with h5py.File(tmp_path / "run" / "p7_1.hdf5", "r") as f:
+        assert f["images"].shape == (100, 3, 5)
+        np.testing.assert_array_equal(f["images"][()], np.stack(h.published_images))
+        assert f["uniqueId"][()].tolist() == list(range(1, 101))
+
+
+@pytest.mark.parametrize(
+    "dtype",
+    [
+        "bool",
+        "int8",
+        "uint8",
+        "int16",
+        "uint16",
+        "int32",
+        "uint32",
+        "int64",
+        "uint64",
+        "float32",
+        "float64",
+    ],
+)
+def test_every_dtype_stored_exactly(tmp_path, dtype):
+    with writer(tmp_path, nImagesPerFile=5) as h:
+        h.run(make_frames(3, (4, 7), dtype))
+    with h5py.File(tmp_path / "000001.2.h5", "r") as f:
+        data = f["/entry/data/data"][()]
+    assert data.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(data, np.stack(h.published_images))
+
+
+@pytest.mark.parametrize("mode", [2, 3, 4])
+def test_rgb_frames_stored_as_ny_nx_3(tmp_path, mode):
+    images = [
+        np.random.default_rng(i).integers(0, 255, (5, 6, 3), dtype=np.uint8) for i in range(3)
+    ]
+    with writer(tmp_path) as h:
+        h.run(make_frame(im, i + 1, color_mode=mode) for i, im in enumerate(images))
+    with h5py.File(tmp_path / "000001.2.h5", "r") as f:
+        np.testing.assert_array_equal(f["/entry/data/data"][()], np.stack(images))
+
+
+def test_compressed_frames_are_stored_decompressed(tmp_path):
+    with writer(tmp_path) as h:
+        h.run(make_frames(4, (16, 16), "uint16", codec="lz4"))
+    with h5py.File(tmp_path / "000001.2.h5", "r") as f:
+        np.testing.assert_array_equal(f["/entry/data/data"][()], np.stack(h.published_images))
+
+
+def test_a_different_frame_shape_starts_a_new_file(tmp_path):
+    frames = [make_frame(np.zeros((4, 4), np.uint8), 1), make_frame(np.zeros((4, 4), np.uint8), 2)]
+    frames.append(make_frame(np.ones((2, 3), np.uint8), 3))
+    frames.append(make_frame(np.ones((2, 3), np.uint16), 4))
+    with writer(tmp_path, nImagesPerFile=10) as h:
+        h.run(frames)
+    shapes = {}
+    for name in sorted(os.listdir(tmp_path)):
+        with h5py.File(tmp_path / name, "r") as f:
+            d = f["/entry/data/data"]
+            shapes[name] = (d.shape, str(d.dtype), f["/entry/data/uniqueId"][()].tolist())
+    assert shapes == {
+        "000001.2.h5": ((2, 4, 4), "uint8", [1, 2]),
+        "000002.2.h5": ((1, 2, 3), "uint8", [3]),
+        "000003.2.h5": ((1, 2, 3), "uint16", [4]),
+    }
+
+
+def test_stop_without_frames_writes_nothing(tmp_path):
+    with writer(tmp_path):
+        pass
+    assert os.listdir(tmp_path) == []
+
+
+def test_configure_applies_from_the_next_file(tmp_path):
+    with writer(tmp_path, nImagesPerFile=2) as h:
+        h.run(make_frames(3, (2, 2)))
+        h.configure({"outputDirectory": str(tmp_path / "b"), "nImagesPerFile": 5})
+        h.run(make_frames(3, (2, 2), first_id=4))
+    with h5py.File(tmp_path / "000002.2.h5", "r") as f:  # opened before configure
+        assert f["/entry/data/uniqueId"][()].tolist() == [3, 4]
+    with h5py.File(tmp_path / "b" / "000003.2.h5", "r") as f:
+        assert f["/entry/data/uniqueId"][()].tolist() == [5, 6]
+
+
+def test_bad_configuration_is_a_usage_error(tmp_path):
+    cls = load_processor_class(None, "pvapy.hpc.hdf5AdImageWriter.Hdf5AdImageWriter")
+    assert cls is Hdf5AdImageWriter
+    out = str(tmp_path)
+    for config, message in [
+        ({"outputFileNameFormat": "{uniqueId}.h5"}, r"unknown field \{uniqueId\}"),
+        ({"outputFileNameFormat": "data.h5"}, r"no \{outputFileId\}.*overwrite"),
+        ({"nImagesPerFile": "many"}, "nImagesPerFile 'many'"),
+        ({"datasetName": "/entry/data/uniqueId"}, "beside the images"),
+        ({"datasetName": "/"}, "needs a dataset name"),
+        ({"outputDirectory": os.path.join(out, "f", "x")}, "cannot create it"),
+    ]:
+        (tmp_path / "f").write_text("")
+        config.setdefault("outputDirectory", out)
+        with pytest.raises(UsageError, match=message):
+            create_processor(cls, config)
+    # One file for the whole run needs no file id.
+    create_processor(
+        cls, {"outputDirectory": out, "outputFileNameFormat": "all.h5", "nImagesPerFile": 0}
+    )
+
+
+def test_write_error_is_counted_and_the_stream_goes_on(tmp_path):
+    frames = list(make_frames(3, (2, 2)))
+    with writer(tmp_path, nImagesPerFile=10) as h:
+        h.process(frames[0])
+        h.processor._file.file.close()  # the file vanishes under the writer
+        with pytest.raises(Exception):  # noqa: B017 - h5py's own error type
+            h.process(frames[1])
+        assert h.stats["nErrors"] == 1
+        h.process(frames[2])  # a new file
+    assert h.stats["nErrors"] == 1 and h.published == frames
+    with h5py.File(tmp_path / "000002.2.h5", "r") as f:
+        assert f["/entry/data/uniqueId"][()].tolist() == [3]
+
+
+def test_bad_frame_does_not_disturb_the_open_file(tmp_path):
+    bad = make_frame(np.zeros((2, 2), np.uint8), 2)
+    bad["dimension"] = [{"size": 3}, {"size": 3}]
+    frames = [make_frame(np.zeros((2, 2), np.uint8), i) for i in (1, 3)]
+    with writer(tmp_path) as h:
+        h.run([frames[0], bad, frames[1]], catch_errors=True)
+    assert len(h.errors) == 1 and h.stats["nErrors"] == 1
+    with h5py.File(tmp_path / "000001.2.h5", "r") as f:
+        assert f["/entry/data/uniqueId"][()].tolist() == [1, 3]
