@@ -1,0 +1,202 @@
+"""The frame simulator as users run it: ``python -m pvhpc sim`` on loopback."""
+
+from __future__ import annotations
+
+import re
+import signal
+import threading
+
+import numpy as np
+import pvaccess as pva
+import pytest
+
+from harness import Recorder, wait_for, wait_for_channel
+from pvhpc.processors.ad_image import get_color_mode, get_image
+
+pytestmark = pytest.mark.e2e
+
+FINAL = re.compile(r"done, sent (\d+) frames in ([\d.]+) s, ([\d.]+) fps")
+
+
+def start_recording(recorder: Recorder, procs, what: str) -> None:
+    """Wait until ``recorder`` holds the channel's initial value (frame 0)."""
+    wait_for(lambda: recorder.values, 10, f"the initial value of {what}", procs=procs)
+
+
+def final_report(proc) -> tuple[int, float, float]:
+    match = FINAL.search(proc.output())
+    assert match, proc.output()
+    return int(match.group(1)), float(match.group(2)), float(match.group(3))
+
+
+def _stamp(pv, field: str = "timeStamp") -> tuple[int, int]:
+    ts = pv[field]
+    return ts["secondsPastEpoch"], ts["nanoseconds"]
+
+
+class FrameRecorder:
+    """Monitor a frame channel and keep what each update held.
+
+    The monitor callback may be handed the same object every time, so the
+    fields are copied out in the callback.
+    """
+
+    def __init__(self, channel: str, request: str = "field()", images: bool = True):
+        self.frames: list[dict] = []
+        self.images = images
+        self._lock = threading.Lock()
+        self.channel = pva.Channel(channel)
+        self.channel.monitor(self._on_update, request)
+
+    @property
+    def values(self) -> list[int]:
+        with self._lock:
+            return [f["uniqueId"] for f in self.frames]
+
+    def _on_update(self, pv):
+        frame = {"uniqueId": pv["uniqueId"], "timeStamp": _stamp(pv)}
+        if self.images:
+            frame["dataTimeStamp"] = _stamp(pv, "dataTimeStamp")
+            frame["image"] = np.array(get_image(pv), copy=True)
+            frame["dims"] = [d["size"] for d in pv["dimension"]]
+            frame["color_mode"] = get_color_mode(pv)
+        with self._lock:
+            self.frames.append(frame)
+
+    def close(self):
+        self.channel.stopMonitor()
+
+
+class MetadataRecorder:
+    """Monitor a metadata channel (PVA or CA); keep (value, seconds, nanoseconds)."""
+
+    def __init__(self, name: str, provider=pva.PVA):
+        self.values: list[tuple[float, int, int]] = []
+        self.fields: list[str] = []
+        self._lock = threading.Lock()
+        self.channel = pva.Channel(name, provider)
+        self.channel.monitor(self._on_update, "field(value,timeStamp)")
+
+    def _on_update(self, pv):
+        with self._lock:
+            self.fields = sorted(pv.getStructureDict())
+            self.values.append((pv["value"], *_stamp(pv)))
+
+    def close(self):
+        self.channel.stopMonitor()
+
+
+def test_frames_from_npy_file_arrive_in_order_and_intact(procs, prefix, tmp_path):
+    frames = np.random.default_rng(5).integers(0, 60000, (4, 6, 8), dtype=np.uint16)
+    np.save(tmp_path / "frames.npy", frames)
+    channel = f"{prefix}:image"
+    sim = procs.start(
+        "sim", "-cn", channel, "-if", tmp_path / "frames.npy", "-fps", 40, "-rt", 0.5,
+        "-std", 2, "-shd", 0.2, "-rp", 10,
+    )  # fmt: skip
+    wait_for_channel(channel)
+    recorder = FrameRecorder(channel)
+    start_recording(recorder, procs, channel)
+    assert sim.wait(30) == 0
+    recorder.close()
+
+    assert recorder.values == list(range(0, 21))
+    for frame in recorder.frames:
+        uid = frame["uniqueId"]
+        np.testing.assert_array_equal(frame["image"], frames[(uid - 1) % 4 if uid else 0])
+        assert frame["dims"] == [8, 6]
+        assert frame["color_mode"] == 0
+        assert frame["dataTimeStamp"] == frame["timeStamp"]
+    stamps = [f["timeStamp"] for f in recorder.frames]
+    assert stamps == sorted(set(stamps)), "every frame needs a fresh, later timeStamp"
+
+    n, elapsed, rate = final_report(sim)
+    assert n == 20 and abs(elapsed - 0.5) < 0.01 and abs(rate - 40) < 0.4
+    assert len(re.findall(r"sent \d+ frames", sim.output())) == 3  # at 10, 20, final
+
+
+def test_metadata_channels_carry_the_frame_timestamps(procs, prefix):
+    channel = f"{prefix}:image"
+    pva_name, ca_name, bare_name = f"{prefix}:pm", f"{prefix}:cm", f"{prefix}:bm"
+    sim = procs.start(
+        "sim", "-cn", channel, "-nx", 16, "-ny", 8, "-fps", 20, "-rt", 0.5, "-std", 2.5,
+        "-shd", 0.5, "-mpv", f"pva://{pva_name},ca://{ca_name},{bare_name}",
+    )  # fmt: skip
+    wait_for_channel(channel)
+    frames = FrameRecorder(channel, "field(uniqueId,timeStamp)", images=False)
+    metadata = {
+        pva_name: MetadataRecorder(pva_name),
+        ca_name: MetadataRecorder(ca_name, pva.CA),
+        bare_name: MetadataRecorder(bare_name, pva.CA),
+    }
+    start_recording(frames, procs, channel)
+    for name, recorder in metadata.items():
+        start_recording(recorder, procs, name)
+    assert sim.wait(30) == 0
+    for recorder in (frames, *metadata.values()):
+        recorder.close()
+
+    frame_times = {f["uniqueId"]: f["timeStamp"] for f in frames.frames if f["uniqueId"]}
+    assert sorted(frame_times) == list(range(1, 11))
+    for name, recorder in metadata.items():
+        times = {int(v): (sec, ns) for v, sec, ns in recorder.values[1:]}
+        assert times == frame_times, name
+    assert metadata[pva_name].fields == ["timeStamp", "value"]
+
+
+def test_sigint_stops_an_endless_run_with_a_final_report(procs, prefix):
+    channel = f"{prefix}:image"
+    sim = procs.start("sim", "-cn", channel, "-nx", 32, "-ny", 32, "-fps", 200, "-rt", 0,
+                      "-std", 0, "-shd", 60, "-dc")  # fmt: skip
+    wait_for_channel(channel)
+    recorder = Recorder(channel)
+    wait_for(lambda: len(recorder.values) > 20, 10, "frames to flow", procs=procs)
+    sim.signal(signal.SIGINT)
+    assert sim.wait(10) == 0
+    recorder.close()
+    n, elapsed, rate = final_report(sim)
+    assert n >= recorder.values[-1] > 20
+    assert abs(rate - 200) < 10
+
+
+def test_sigterm_during_start_delay(procs, prefix):
+    channel = f"{prefix}:image"
+    sim = procs.start("sim", "-cn", channel, "-nx", 8, "-ny", 8, "-std", 60)
+    first = wait_for_channel(channel)
+    assert first["uniqueId"] == 0
+    sim.signal(signal.SIGTERM)
+    assert sim.wait(10) == 0
+    assert final_report(sim)[0] == 0
+
+
+def test_rate_is_kept_at_one_khz_with_a_queued_monitor(procs, prefix):
+    channel = f"{prefix}:image"
+    sim = procs.start("sim", "-cn", channel, "-nx", 128, "-ny", 128, "-fps", 1000, "-rt", 1.5,
+                      "-std", 2, "-shd", 0.5, "-nf", 50)  # fmt: skip
+    wait_for_channel(channel)
+    recorder = Recorder(channel, request="record[queueSize=1000]field(uniqueId)")
+    start_recording(recorder, procs, channel)
+    assert sim.wait(30) == 0
+    recorder.close()
+    n, elapsed, rate = final_report(sim)
+    assert n == 1500
+    assert abs(rate - 1000) / 1000 < 0.01
+    assert recorder.values == list(range(0, 1501))
+
+
+def test_rgb_frames_and_datatype(procs, prefix):
+    channel = f"{prefix}:image"
+    sim = procs.start("sim", "-cn", channel, "-nx", 10, "-ny", 6, "-dt", "float32", "-cm", 4,
+                      "-mn", -1, "-mx", 1, "-fps", 20, "-rt", 0.2, "-std", 2, "-shd", 0)  # fmt: skip
+    wait_for_channel(channel)
+    recorder = FrameRecorder(channel)
+    start_recording(recorder, procs, channel)
+    assert sim.wait(30) == 0
+    recorder.close()
+    assert recorder.values == [0, 1, 2, 3, 4]
+    frame = recorder.frames[-1]
+    assert frame["dims"] == [10, 6, 3]
+    assert frame["color_mode"] == 4
+    image = frame["image"]
+    assert image.shape == (6, 10, 3) and image.dtype == np.float32
+    assert -1 <= image.min() and image.max() <= 1
