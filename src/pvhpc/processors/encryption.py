@@ -16,7 +16,7 @@ Envelope format ``pvhpc-envelope/1`` (fields of the envelope PvObject):
 
 ``objectId`` (long)
     object id of the encrypted object (its ``objectIdField``, ``uniqueId`` by default).
-``timeStamp`` (time_t)
+``timeStamp`` (structure of secondsPastEpoch, nanoseconds, userTag)
     when the envelope was made; strictly increasing, so that a distributor
     downstream tells envelopes apart.
 ``format`` (string)
@@ -90,7 +90,6 @@ __all__ = [
 ]
 
 ENVELOPE_FORMAT = "pvhpc-envelope/1"
-ENVELOPE_TYPE_ID = "pvhpc:EncryptedObject:1.0"
 NTNDARRAY_TYPE_ID = "epics:nt/NTNDArray:1.0"
 _TIME_T = {"secondsPastEpoch": pva.LONG, "nanoseconds": pva.INT, "userTag": pva.INT}
 _ENVELOPE_TYPE = {
@@ -482,8 +481,6 @@ class AdImageDataEncryptor(_KeyedProcessor):
                 "payload": payload,
                 "signature": np.frombuffer(signature, dtype=np.uint8),
             },
-            ENVELOPE_TYPE_ID,
-            {"timeStamp": "time_t"},
         )
         return envelope
 
@@ -518,7 +515,7 @@ class AdImageDataEncryptor(_KeyedProcessor):
 
     def getOutputPvObjectType(self, pvObject: Any) -> pva.PvObject:
         """An empty envelope: the output channel's type."""
-        return pva.PvObject(_ENVELOPE_TYPE, ENVELOPE_TYPE_ID, {"timeStamp": "time_t"})
+        return pva.PvObject(_ENVELOPE_TYPE)
 
 
 class AdImageDataDecryptor(_KeyedProcessor):
