@@ -100,7 +100,8 @@ class SimulatorConfig:
     frame of the input, or as many random frames as the cache holds (within
     1 GiB). ``min_value``/``max_value`` default to the datatype's full range for
     integers and to [0, 1) for floats. ``report_period`` is in frames, 0 = only the
-    final report.
+    final report. With an input file or directory, :class:`Simulator` replaces
+    ``nx``, ``ny`` and ``datatype`` by those of the input.
     """
 
     channel_name: str = "pvapy:image"
@@ -372,8 +373,7 @@ def build_frame(data: np.ndarray, color_mode: int = 0, codec: str | None = None)
     """
     if data.dtype.name not in DATATYPES:
         raise UsageError(f"--datatype: {data.dtype} cannot be carried by an NTNDArray")
-    frame = make_frame(data, 0, color_mode=int(color_mode), codec=codec or None)
-    return frame
+    return make_frame(data, 0, color_mode=int(color_mode), codec=codec or None)
 
 
 def _metadata_object() -> pva.PvObject:
@@ -521,8 +521,8 @@ class Simulator:
                 f"--color-mode: {c.color_mode} is not one of 0 (mono), 2, 3, 4 (RGB1-3)"
             )
         checks = [
-            ("--nx", c.nx, c.nx > 0),
-            ("--ny", c.ny, c.ny > 0),
+            ("-nx", c.nx, c.nx > 0),
+            ("-ny", c.ny, c.ny > 0),
             ("--frame-rate", c.frame_rate, c.frame_rate > 0 and math.isfinite(c.frame_rate)),
             ("--cache-size", c.cache_size, c.cache_size > 0),
             ("--n-frames", c.n_frames, c.n_frames >= 0),

@@ -200,3 +200,28 @@ def test_rgb_frames_and_datatype(procs, prefix):
     image = frame["image"]
     assert image.shape == (6, 10, 3) and image.dtype == np.float32
     assert -1 <= image.min() and image.max() <= 1
+
+
+def test_python_api_run_and_stop_from_another_thread(prefix):
+    from pvhpc.simulator import Simulator, SimulatorConfig
+
+    channel = f"{prefix}:image"
+    lines: list[str] = []
+    sim = Simulator(
+        SimulatorConfig(channel_name=channel, nx=8, ny=4, frame_rate=100, runtime=0,
+                        n_frames=3, start_delay=0, shutdown_delay=30),
+        report=lines.append,
+    )  # fmt: skip
+    result: dict = {}
+    thread = threading.Thread(target=lambda: result.update(stats=sim.run()))
+    thread.start()
+    try:
+        wait_for(lambda: sim.running, 10, "the simulator to start")
+        wait_for(lambda: wait_for_channel(channel)["uniqueId"] > 10, 10, "frames")
+    finally:
+        sim.stop()
+        thread.join(5)
+    assert not thread.is_alive()
+    stats = result["stats"]
+    assert stats.n_sent > 10 and abs(stats.rate - 100) < 5
+    assert lines[-1].startswith(f"{channel}: done, sent {stats.n_sent} frames")
