@@ -88,6 +88,9 @@ HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".nxs")
 DEFAULT_MEMORY_BUDGET = 1 << 30
 # Further behind schedule than this, pacing restarts from the present.
 MAX_LAG = 1.0
+# A frame due before the end of the runtime is still sent this late; later, the
+# runtime wins (the machine is not keeping up).
+END_GRACE = 0.1
 # Waits shorter than this use time.sleep; longer ones wait on the stop event.
 _SHORT_WAIT = 0.05
 
@@ -696,6 +699,8 @@ class Simulator:
                 elif stop_event.wait(wait):
                     break
                 now = clock()
+            elif now >= end + END_GRACE:
+                break
             lag = now - deadline
             if lag > max_lag:
                 if lag > MAX_LAG:
