@@ -249,3 +249,39 @@ def test_ad_image_processor_passes_frames_through_and_counts():
     h.user_stats_object()
     h.reset_stats()
     assert h.stats["nFramesProcessed"] == 0
+
+
+@pytest.mark.parametrize("codec", [None, "bslz4"])
+def test_frames_received_over_pva_read_back_and_views_outlive_updates(codec):
+    """Over a real (loopback) channel: pixels exact, and what we keep stays as it was.
+
+    pvaccess reuses the object handed to a monitor callback for later updates; the
+    numpy view from get_image and a pvObject.copy() taken in the callback do not change.
+    """
+    from harness import unique_prefix, wait_for
+
+    name = unique_prefix() + ":image"
+    images = [pixels(np.uint16, (48, 64), seed=i) for i in range(1, 21)]
+    server = pva.PvaServer(name, make_frame(np.zeros((48, 64), np.uint16), 0, codec=codec))
+    channel = pva.Channel(name)
+    kept = []
+
+    def on_update(pv):
+        if get_frame_id(pv) > 0:
+            kept.append((get_frame_id(pv), get_image(pv), pv.copy()))
+
+    try:
+        channel.monitor(on_update, "field()")
+        wait_for(lambda: channel.isMonitorActive(), 10, "the monitor")
+        for i, image in enumerate(images, 1):
+            server.update(make_frame(image, i, codec=codec))
+            # One update at a time, so that none is coalesced away.
+            wait_for(lambda i=i: kept and kept[-1][0] == i, 10, f"frame {i}")
+    finally:
+        channel.stopMonitor()
+        server.stop()
+    assert [k[0] for k in kept] == list(range(1, 21))
+    for frame_id, view, copy in kept:
+        np.testing.assert_array_equal(view, images[frame_id - 1])
+        assert get_frame_id(copy) == frame_id
+        np.testing.assert_array_equal(get_image(copy), images[frame_id - 1])
