@@ -216,3 +216,49 @@ class Recorder:
             self.channel.stopMonitor()
         except pva.PvaException:
             pass
+
+
+RECORDING_PROCESSOR = os.path.join(ROOT, "tests", "e2e", "recording_processor.py")
+
+
+def json_reports(proc: Proc) -> list[dict]:
+    """The JSON report lines a stage printed with ``--report-format json``."""
+    import json
+
+    out = []
+    for line in proc.output().splitlines():
+        line = line.strip()
+        if line.startswith("{") and line.endswith("}"):
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+    return out
+
+
+def final_reports(proc: Proc, id_name: str = "consumerId") -> dict[int, dict]:
+    """Final report per stage id (from ``--report-format json`` output)."""
+    return {r[id_name]: r for r in json_reports(proc) if r.get("final")}
+
+
+def recorded(path_template: str, processor_id: int) -> dict:
+    """What a RecordingProcessor wrote at stop()."""
+    import json
+
+    with open(path_template.replace("{processorId}", str(processor_id))) as f:
+        return json.load(f)
+
+
+def accounted(report: dict) -> int:
+    """processed + missed + rejected + errors of one stage's final report (SPEC §5)."""
+    r, p = report["receiverStats"], report["processorStats"]
+    return p["nProcessed"] + p["nMissed"] + r["nRejected"] + r["nErrors"] + p["nErrors"]
+
+
+def sim_frames_sent(proc: Proc) -> int:
+    """Frames the simulator says it published, from its final report."""
+    m = re.search(
+        r"(?i)(?:sent|published)\D{0,20}(\d+) frames|(\d+) frames (?:sent|published)", proc.output()
+    )
+    assert m, f"no final frame count in simulator output:\n{proc.output()[-2000:]}"
+    return int(m.group(1) or m.group(2))

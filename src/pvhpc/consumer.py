@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from .counting import IdTracker, expected_offset
@@ -76,12 +77,36 @@ class Consumer(Stage):
         try:
             self.run_loop()
         finally:
-            self.receiver.stop()
+            self._stop_receiving()
             self.stop_processing()
             self.report(final=True)
             self.server.stop()
         self.logger.info("consumer %s stopped: %s", self.config.stage_id, self.stop_reason)
         return self.exit_status
+
+    def _stop_receiving(self, grace: float = 2.0) -> None:
+        """Stop the monitor with the stream accounted for up to the source's current id.
+
+        A monitor that fell behind can be left without the source's last updates and
+        never be told. So: read the source's current id, give frames still in flight
+        ``grace`` seconds to arrive, stop, and count those that did not as missed.
+        """
+        target = self.receiver.source_id() if self.tracker.last is not None else None
+        if target is not None:
+            deadline = time.monotonic() + grace
+            while self.tracker.pending(target) and time.monotonic() < deadline:
+                time.sleep(0.02)
+        self.receiver.stop()
+        if target is not None:
+            lost = self.tracker.count_missed_until(target)
+            if lost:
+                self.logger.warning(
+                    "%d frame(s) up to id %d, published by %s, never arrived; counted as "
+                    "missed (a server queue, -sqs, protects against this)",
+                    lost,
+                    target,
+                    self.config.input_channel,
+                )
 
     def stats(self) -> dict:
         r = self.receiver

@@ -125,6 +125,31 @@ class IdTracker:
         self.n_missed += missed
         return missed
 
+    def pending(self, oid: int) -> int:
+        """How many of our ids lie after the last one received, up to ``oid``.
+
+        Used at stop with the source's current id: those ids were published but have
+        not (yet) arrived. With an unknown run phase, the smallest possible count.
+        """
+        last = self.last
+        if last is None or oid <= last:
+            return 0
+        if self._plain:
+            return (oid - last) // self.offset
+        start = self.run_start
+        if start is None:
+            return min(
+                self._ours_upto(oid, last - pos) - self._ours_upto(last, last - pos)
+                for pos in range(self.seen - 1, self.run)
+            )
+        return self._ours_upto(oid, start) - self._ours_upto(last, start)
+
+    def count_missed_until(self, oid: int) -> int:
+        """At stop: count our ids after the last received, up to ``oid``, as missed."""
+        missed = self.pending(oid)
+        self.n_missed += missed
+        return missed
+
     def _ours_upto(self, x: int, start: int) -> int:
         """How many of our ids lie in [start, x], for runs starting at ``start``."""
         if x < start:

@@ -122,6 +122,17 @@ class Receiver:
         except pva.PvaException:
             return 0
 
+    def source_id(self, timeout: float = 2.0) -> int | None:
+        """The object id the source holds now (a get), or None if it cannot be read."""
+        try:
+            channel = pva.Channel(self.channel_name, self.provider)
+            channel.setTimeout(timeout)
+            pv = channel.get(f"field({self.oid_field})")
+            return id_getter(pv, self.oid_field)(pv)
+        except Exception as exc:  # noqa: BLE001 - source gone: nothing to reconcile
+            self.logger.debug("cannot read the current id of %s: %s", self.channel_name, exc)
+            return None
+
     def reset_stats(self) -> None:
         self.n_overruns_base += self.n_overruns
         self.n_received = self.n_skipped = self.n_errors = 0

@@ -78,3 +78,27 @@ def test_missed_equals_dropped_between_first_and_last(n_clients, updates, client
     offset = expected_offset(0, n_clients, updates)
     run = updates if n_clients > 1 else 1
     assert feed(IdTracker(offset, run), kept) == dropped_inside
+
+
+def test_pending_and_tail_missed_plain():
+    t = IdTracker()
+    feed(t, [1, 2, 3])
+    assert t.pending(3) == 0
+    assert t.pending(10) == 7
+    assert t.count_missed_until(10) == 7
+    assert t.n_missed == 7
+
+
+def test_pending_counts_only_our_ids_with_distribution():
+    t = IdTracker(2)  # two consumers, U=1: we get odd ids
+    feed(t, [1, 3, 5])
+    assert t.pending(10) == 2  # 7 and 9
+    runs = IdTracker(4, 3)  # two sets, U=3: 1,2,3,7,8,9,13,...
+    feed(runs, [1, 2, 3, 7])
+    assert runs.pending(14) == 2 + 2  # 8, 9, 13, 14
+
+
+def test_pending_is_zero_after_a_restart_below_last():
+    t = IdTracker()
+    feed(t, [5, 6])
+    assert t.pending(3) == 0
