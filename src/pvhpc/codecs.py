@@ -164,7 +164,7 @@ def decompress(buffer: Any, codec: str, dtype: Any, n_elements: int) -> np.ndarr
                 )
             out = np.empty(int(n_elements), dtype=store_dtype)
             if nbytes:
-                lib.decompress_ptr(raw.tobytes(), out.ctypes.data)
+                lib.decompress_ptr(raw, out.ctypes.data)
     except CodecError:
         raise
     except Exception as exc:
