@@ -26,6 +26,7 @@ to every metadata timestamp before comparing [0].
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
@@ -144,6 +145,14 @@ class HpcAdMetadataProcessor(AdImageProcessor):
                 _, value, stamp = pending.popleft()
                 found[name] = (value, stamp)
                 n_matched += 1
+            elif self.logger.isEnabledFor(logging.DEBUG):
+                self.logger.debug(
+                    "No %s value within %g s of frame time %.6f; next pending: %s",
+                    name,
+                    tolerance,
+                    frame_time + self.metadataTimestampOffset,
+                    f"{pending[0][0]:.6f}" if pending else "none",
+                )
         with self._lock:
             self._n_matched += n_matched
             self._n_discarded += n_discarded

@@ -177,6 +177,12 @@ class StitchAdImageProcessor(AdImageProcessor):
             )
         if unique_id in self._done:
             self._n_late += 1
+            self.logger.debug(
+                "Tile (%d,%d) of frame %d came after the frame was published or dropped",
+                ix,
+                iy,
+                unique_id,
+            )
             return None
         image = get_image(tile)
         tile_ny, tile_nx = image.shape[:2] if image.ndim >= 2 else (0, 0)
