@@ -262,3 +262,35 @@ def sim_frames_sent(proc: Proc) -> int:
     )
     assert m, f"no final frame count in simulator output:\n{proc.output()[-2000:]}"
     return int(m.group(1) or m.group(2))
+
+
+def wait_accounted(
+    status_channels: list[str],
+    expected: int,
+    procs: ProcessGroup,
+    timeout: float = 60,
+    quiet: float = 3,
+) -> int:
+    """Wait until the stages behind ``status_channels`` account for ``expected`` frames
+    together, or their counts have not moved for ``quiet`` seconds (a stage that fell
+    behind may never get the last frames; at stop it counts them as missed).
+    Returns the last total seen."""
+    history: list[tuple[float, int]] = []
+
+    def settled():
+        now = time.monotonic()
+        total = sum(accounted(pv_get(ch)) for ch in status_channels)
+        history.append((now, total))
+        if total >= expected:
+            return True
+        changed = [t for t, v in history if v != total]
+        return now - (changed[-1] if changed else history[0][0]) > quiet
+
+    wait_for(
+        settled,
+        timeout,
+        f"{status_channels} to account for {expected} frames",
+        procs=procs,
+        interval=0.25,
+    )
+    return history[-1][1]

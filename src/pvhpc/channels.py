@@ -122,9 +122,10 @@ class DataPublisher:
         try:
             update(self.channel, pvObject)
             self.n_published += 1
-        except pva.PvaException as exc:
+        except (pva.PvaException, ValueError) as exc:
             if not self._checked:
-                # First object of a structure the record was not made for: remake it.
+                # First object of a structure the record was not made for: remake it
+                # from the object itself, which keeps its type ids.
                 self._checked = True
                 self.logger.info(
                     "output channel %s: re-creating it for objects of the "
@@ -133,7 +134,8 @@ class DataPublisher:
                     exc,
                 )
                 self.server.remove_record(self.channel)
-                self.create(pvObject)
+                self.server.add_record(self.channel, pvObject.copy())
+                self._update = self.server.pva_server.update
                 self.updateOutputChannel(pvObject)
                 return
             self.n_errors += 1

@@ -78,8 +78,9 @@ class Collector(Stage):
         add = self.cache.add
 
         def deliver(pv: Any) -> None:
-            # The receiver has just passed this object's id to ``tracker``.
-            add(pv, tracker.last, index)
+            # The receiver has just passed this object's id to ``tracker``. The cache
+            # keeps a copy: pvaccess reuses the callback's object for the next update.
+            add(pv.copy(), tracker.last, index)
 
         return deliver
 
@@ -90,6 +91,11 @@ class Collector(Stage):
             self.tracker.update(oid)
         queue: ReceiverQueue = self.queue  # type: ignore[assignment]
         queue.put(pv)
+
+    IDLE_RELEASE = 1.0
+
+    def on_tick(self) -> None:
+        self.cache.release_idle(self.IDLE_RELEASE)
 
     def start(self) -> None:
         self.setup_processor()

@@ -43,7 +43,15 @@ class Consumer(Stage):
             field_request=config.field_request,
             oid_field=config.oid_field,
         )
-        deliver = self.queue.put if self.queue is not None else self.process_one
+        if self.queue is not None:
+            put = self.queue.put
+
+            def deliver(pv: Any) -> None:
+                # pvaccess reuses the callback's object for the next update: a queued
+                # object must be a copy (structure only; the pixel buffer is shared).
+                put(pv.copy())
+        else:
+            deliver = self.process_one
         self.receiver = Receiver(
             config.input_channel,
             self.request,

@@ -40,7 +40,8 @@ class IdTracker:
         "period",
         "last",
         "run_start",
-        "seen",
+        "candidates",
+        "committed",
         "n_missed",
         "n_restarts",
         "first",
@@ -59,15 +60,19 @@ class IdTracker:
         # The common cases (no distributor, or U == 1) need no run bookkeeping.
         self._plain = self.run == 1
         self.run_start = None
+        self.candidates = {}
 
     def reset(self) -> None:
         """Forget the stream position and counts (``reset_stats``)."""
         self.last: int | None = None
         self.first: int | None = None
-        # Where the current run started; None while unknown (the first id we see
-        # may sit anywhere inside a run). ``seen`` counts consecutive ids since then.
+        # Where the current run started, once known. Until then (the first id we see
+        # may sit anywhere inside a run) every possible start is kept in
+        # ``candidates`` with the ids it would have lost, until the ids rule out all
+        # but one; meanwhile the smallest of those losses is shown.
         self.run_start: int | None = None
-        self.seen = 0
+        self.candidates: dict[int, int] = {}
+        self.committed = 0
         self.n_missed = 0
         self.n_restarts = 0
 
@@ -77,53 +82,58 @@ class IdTracker:
         self.last = oid
         if last is None:
             self.first = oid
-            self.run_start, self.seen = None, 1
+            self._anchor(oid)
             return 0
         if oid <= last:
             self.n_restarts += 1
-            self.run_start, self.seen = None, 1
+            self._anchor(oid)
             return 0
         if self._plain:
             # Our ids are last + k·offset; an id off that grid re-anchors the grid.
             missed = (oid - last - 1) // self.offset
             self.n_missed += missed
             return missed
-        return self._update_runs(last, oid)
-
-    def _update_runs(self, last: int, oid: int) -> int:
-        run, period = self.run, self.period
-        start = self.run_start
-        if start is None:
-            if oid == last + 1:
-                self.seen += 1
-                if self.seen >= run:
-                    self.run_start = oid - run + 1
-                return 0
-            # Where did the run holding ``last`` start? Take the explanation that
-            # loses the fewest ids; it is exact whenever nothing was lost.
-            best = None
-            for pos in range(self.seen - 1, run):
-                candidate = last - pos
-                if (oid - candidate) % period >= run:
-                    continue
-                lost = self._ours_upto(oid - 1, candidate) - self._ours_upto(last, candidate)
-                if best is None or lost < best[0]:
-                    best = (lost, candidate)
-            if best is None:
-                self.seen = 1
-                return 0
-            missed, start = best
+        before = self.n_missed
+        if self.run_start is None:
+            self._update_candidates(last, oid)
         else:
+            start = self.run_start
             missed = self._ours_upto(oid - 1, start) - self._ours_upto(last, start)
-        phase = (oid - start) % period
-        if phase >= run:
-            # Not where the pattern says our ids are: the distributor changed its
-            # assignment (a consumer joined or left). Follow the stream from here.
-            self.run_start, self.seen = None, 1
+            self.committed += missed
+            phase = (oid - start) % self.period
+            if phase >= self.run:
+                # Not where the pattern says our ids are: the distributor changed its
+                # assignment (a consumer joined or left). Follow the stream from here.
+                self._anchor(oid)
+            else:
+                self.run_start = oid - phase
+            self.n_missed = self.committed
+        return self.n_missed - before
+
+    def _anchor(self, oid: int) -> None:
+        self.run_start = None
+        self.candidates = {} if self._plain else {oid - pos: 0 for pos in range(self.run)}
+
+    def _update_candidates(self, last: int, oid: int) -> None:
+        survivors = {}
+        for start, lost in self.candidates.items():
+            if (oid - start) % self.period < self.run:
+                survivors[start] = lost + (
+                    self._ours_upto(oid - 1, start) - self._ours_upto(last, start)
+                )
+        if not survivors:
+            # No phase explains this id: the assignment changed. Keep the smallest
+            # loss so far and start over from here.
+            self.committed += min(self.candidates.values(), default=0)
+            self._anchor(oid)
+        elif len(survivors) == 1:
+            start, lost = survivors.popitem()
+            self.committed += lost
+            self.run_start = oid - (oid - start) % self.period
+            self.candidates = {}
         else:
-            self.run_start = oid - phase
-        self.n_missed += missed
-        return missed
+            self.candidates = survivors
+        self.n_missed = self.committed + min(self.candidates.values(), default=0)
 
     def pending(self, oid: int) -> int:
         """How many of our ids lie after the last one received, up to ``oid``.
@@ -139,14 +149,15 @@ class IdTracker:
         start = self.run_start
         if start is None:
             return min(
-                self._ours_upto(oid, last - pos) - self._ours_upto(last, last - pos)
-                for pos in range(self.seen - 1, self.run)
+                (self._ours_upto(oid, c) - self._ours_upto(last, c) for c in self.candidates),
+                default=0,
             )
         return self._ours_upto(oid, start) - self._ours_upto(last, start)
 
     def count_missed_until(self, oid: int) -> int:
         """At stop: count our ids after the last received, up to ``oid``, as missed."""
         missed = self.pending(oid)
+        self.committed += missed
         self.n_missed += missed
         return missed
 

@@ -193,7 +193,9 @@ def run_group(
             f"{len(failed)} of {len(children)} {kind}s failed: "
             + ", ".join(f"{kind} {k} ({v})" for k, v in sorted(failed.items()))
         )
-        return 1
+        # Every child refusing its configuration is a user mistake: status 2, as for one.
+        usage = len(failed) == len(children) and all(children[k].exitcode == 2 for k in failed)
+        return 2 if usage else 1
     return 0
 
 

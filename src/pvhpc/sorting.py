@@ -5,6 +5,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -40,6 +41,7 @@ class SortingCache:
         self.n_released = 0
         self.n_rejected = 0
         self.max_held = 0
+        self.last_add = time.monotonic()
 
     def __len__(self) -> int:
         return len(self._heap)
@@ -54,6 +56,7 @@ class SortingCache:
         """Add one object from producer index ``producer``; False if rejected as too late."""
         with self._lock:
             self.n_added += 1
+            self.last_add = time.monotonic()
             lasts = self._producer_last
             lasts[producer] = oid
             self._watermark = None if None in lasts else min(lasts)
@@ -82,6 +85,20 @@ class SortingCache:
         self.last_released = oid
         self.n_released += 1
         self._release(pv, oid)
+
+    def release_idle(self, idle: float) -> int:
+        """Release everything held if nothing arrived for ``idle`` seconds.
+
+        The end of a stream has no higher id to push its last frame out; without this
+        it would wait for the cache to fill or for stop. Returns how many were released.
+        """
+        with self._lock:
+            if not self._heap or time.monotonic() - self.last_add < idle:
+                return 0
+            n = len(self._heap)
+            while self._heap:
+                self._pop()
+            return n
 
     def flush(self) -> None:
         """Release everything held, in order (on stop)."""

@@ -284,13 +284,19 @@ class Stage:
         while not self.stop_event.is_set():
             now = time.monotonic()
             waits = [t - now for t in (deadline, next_report) if t is not None]
-            self.stop_event.wait(max(0.0, min(waits)) if waits else 1.0)
+            self.stop_event.wait(max(0.0, min([*waits, self.TICK])))
+            self.on_tick()
             now = time.monotonic()
             if deadline is not None and now >= deadline and not self.stop_event.is_set():
                 self.request_stop(f"runtime of {cfg.runtime:g} s reached")
             if next_report is not None and now >= next_report and not self.stop_event.is_set():
                 next_report += period
                 self.report()
+
+    TICK = 0.25
+
+    def on_tick(self) -> None:
+        """Called by the run loop every ``TICK`` seconds or less (main thread)."""
 
     def report(self, final: bool = False) -> dict:
         """Publish the status and hand a snapshot to the report sink (main thread)."""

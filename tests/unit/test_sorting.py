@@ -92,3 +92,14 @@ def test_interleaved_producers_come_out_sorted(n, producers, seed):
     cache.flush()
     assert out == sorted(out)
     assert len(out) + cache.n_rejected == n
+
+
+def test_idle_cache_releases_the_end_of_a_stream():
+    cache, out = make(100, producers=2)
+    cache.add("a", 7, 0)
+    cache.add("b", 7, 1)
+    assert out == []  # both producers may still send another 7
+    assert cache.release_idle(60) == 0
+    cache.last_add -= 2
+    assert cache.release_idle(1.0) == 2
+    assert out == [7, 7]

@@ -9,7 +9,7 @@ from ..consumer import Consumer
 from ..errors import UsageError
 from ..ids import format_id, parse_id_list
 from ..launcher import run_group, run_single
-from ..processor import load_processor_class
+from ..processor import create_processor, load_processor_class
 from .common import run_main
 from .stage_options import stage_config, stage_parser, validate
 
@@ -57,10 +57,13 @@ def _body(argv: Sequence[str] | None) -> int:
         return stage_config(args, "consumer", i, n, channel)
 
     configs = [config(i) for i in ids]
-    # Check the processor class now: a mistake is one line, before anything starts.
-    load_processor_class(args.processor_file, args.processor_class)
     if n == 1:
         return run_single(configs[0], Consumer)
+    # Build the processor once here, so a mistake in its class or arguments is one
+    # line before any consumer process starts.
+    create_processor(
+        load_processor_class(args.processor_file, args.processor_class), args.processor_args
+    )
     return run_group(configs, Consumer, args.log_level, args.log_file)
 
 
