@@ -209,7 +209,8 @@ class Recorder:
         with self._lock:
             self.values.append(pv[self.field])
             if self.keep_objects:
-                self.objects.append(pv)
+                # pvaccess reuses the callback's object for the next update.
+                self.objects.append(pv.copy())
 
     def close(self):
         try:

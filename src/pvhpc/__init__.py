@@ -2,10 +2,20 @@
 
 Users write processor classes against :class:`UserDataProcessor` and run them with
 ``pvapy-hpc-consumer`` / ``pvapy-hpc-collector`` (or ``pvhpc consumer|collector``).
+:class:`Simulator` serves simulated detector frames from Python.
 """
 
 from ._version import __version__
 from .errors import UsageError
 from .processor import UserDataProcessor
 
-__all__ = ["UserDataProcessor", "UsageError", "__version__"]
+__all__ = ["UserDataProcessor", "UsageError", "Simulator", "SimulatorConfig", "__version__"]
+
+
+def __getattr__(name: str):
+    # The simulator pulls in numpy and the codecs; load it only when asked for.
+    if name in ("Simulator", "SimulatorConfig"):
+        from . import simulator
+
+        return getattr(simulator, name)
+    raise AttributeError(f"module 'pvhpc' has no attribute {name!r}")
