@@ -1,0 +1,415 @@
+"""``pvhpc get``, ``pvhpc monitor`` and ``pvhpc control``: look at and steer channels.
+
+``get`` and ``monitor`` print a channel's value readably: an area-detector frame
+(NTNDArray) as its id, dimensions, type, pixel statistics, timestamps and
+attributes rather than its pixels; any other structure as indented fields, with
+long arrays shortened. ``control`` writes a command to a stage's control channel
+and prints the stage's answer (its ``statusMessage``).
+
+Exit status: 0 done; 1 the channel did not answer in time; 2 a usage mistake.
+``main`` takes the whole argument list with the subcommand first
+(``["get", "pvapy:image"]``), as the ``pvhpc`` dispatcher passes it.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pvaccess as pva
+
+from ..errors import UsageError
+from .common import Parser, add_version, run_main
+
+__all__ = ["main", "format_value", "frame_summary"]
+
+COMMANDS = ("configure", "reset_stats", "get_stats", "stop")
+_ARRAY_ITEMS = 8
+_LIST_ITEMS = 16
+
+
+class NoAnswer(Exception):
+    """The channel did not answer in time (exit status 1)."""
+
+
+# -- formatting -------------------------------------------------------------------------
+
+
+def _is_timestamp(value: Any) -> bool:
+    return isinstance(value, dict) and "secondsPastEpoch" in value and "nanoseconds" in value
+
+
+def _timestamp_text(ts: dict) -> str:
+    seconds = int(ts.get("secondsPastEpoch", 0))
+    nanos = int(ts.get("nanoseconds", 0))
+    if seconds == 0 and nanos == 0:
+        return "0 (not set)"
+    when = datetime.datetime.fromtimestamp(seconds).strftime("%Y-%m-%d %H:%M:%S")
+    text = f"{when}.{nanos:09d}"
+    if ts.get("userTag"):
+        text += f" (userTag {ts['userTag']})"
+    return text
+
+
+def _array_text(values: Any) -> str:
+    array = np.asarray(values)
+    n = array.size
+    if n == 0:
+        return "[] (empty)"
+    shown = array.ravel()[:_ARRAY_ITEMS].tolist()
+    body = ", ".join(repr(v) if isinstance(v, str) else str(v) for v in shown)
+    if n <= _ARRAY_ITEMS:
+        return f"[{body}]"
+    text = f"[{body}, …] ({n} items, {array.dtype}"
+    if array.dtype.kind in "biuf":
+        text += f", min {array.min()}, max {array.max()}"
+    return text + ")"
+
+
+def _union(value: tuple) -> tuple[str, Any] | None:
+    selected = value[0] if value else {}
+    if not isinstance(selected, dict) or not selected:
+        return None
+    return next(iter(selected.items()))
+
+
+def _scalar_text(value: Any) -> str:
+    if isinstance(value, str):
+        return repr(value) if value == "" or value != value.strip() else value
+    if isinstance(value, float):
+        return f"{value:.10g}"
+    return str(value)
+
+
+def format_structure(value: dict, indent: int = 2) -> list[str]:
+    """Indented ``name: value`` lines for a structure (nested dicts from ``PvObject.get()``)."""
+    pad = " " * indent
+    lines: list[str] = []
+    for key, field in value.items():
+        if _is_timestamp(field):
+            lines.append(f"{pad}{key}: {_timestamp_text(field)}")
+        elif isinstance(field, dict):
+            if not field:
+                lines.append(f"{pad}{key}: {{}}")
+            else:
+                lines.append(f"{pad}{key}:")
+                lines.extend(format_structure(field, indent + 2))
+        elif isinstance(field, tuple):
+            chosen = _union(field)
+            if chosen is None:
+                lines.append(f"{pad}{key}: (empty union)")
+            else:
+                name, inner = chosen
+                lines.extend(format_structure({f"{key}.{name}": inner}, indent))
+        elif isinstance(field, list) and field and all(isinstance(v, dict) for v in field):
+            lines.append(f"{pad}{key}: {len(field)} item(s)")
+            for i, item in enumerate(field[:_LIST_ITEMS]):
+                lines.append(f"{pad}  [{i}]")
+                lines.extend(format_structure(item, indent + 4))
+            if len(field) > _LIST_ITEMS:
+                lines.append(f"{pad}  … {len(field) - _LIST_ITEMS} more")
+        elif isinstance(field, (list, np.ndarray)):
+            lines.append(f"{pad}{key}: {_array_text(field)}")
+        else:
+            lines.append(f"{pad}{key}: {_scalar_text(field)}")
+    return lines
+
+
+def _is_frame(value: dict) -> bool:
+    return (
+        isinstance(value.get("value"), tuple)
+        and "dimension" in value
+        and "uniqueId" in value
+        and "attribute" in value
+    )
+
+
+def _attribute_value(attr: dict) -> Any:
+    value = attr.get("value")
+    if isinstance(value, tuple):
+        chosen = _union(value)
+        value = chosen[1] if chosen else None
+    if isinstance(value, dict):
+        value = next(iter(value.values()), None) if value else None
+    if isinstance(value, (list, np.ndarray)):
+        return _array_text(value)
+    return _scalar_text(value) if value is not None else "(empty)"
+
+
+def _pixels(pv: Any) -> tuple[str, str]:
+    """(type text, statistics text) of a frame's pixels, decompressing if needed."""
+    from ..processors.ad_image import get_image
+
+    try:
+        image = get_image(pv)
+    except Exception as exc:  # noqa: BLE001 - show what is wrong instead of failing
+        return "?", f"cannot read the pixels: {exc}"
+    if image.size == 0:
+        return str(image.dtype), "none (empty frame)"
+    data = image.astype(np.float64, copy=False) if image.dtype.kind == "b" else image
+    return (
+        f"{image.dtype}, {image.size} elements",
+        f"min {data.min():.6g}  max {data.max():.6g}  mean {float(data.mean()):.6g}",
+    )
+
+
+def frame_summary(pv: Any, value: dict | None = None) -> list[str]:
+    """Readable lines for an NTNDArray frame (no pixel dump)."""
+    value = value if value is not None else pv.get()
+    dims = [int(d.get("size", 0)) for d in value.get("dimension") or []]
+    axes = {2: " (x, y)", 3: ""}.get(len(dims), "")
+    chosen = _union(value["value"])
+    field_name = chosen[0] if chosen else "(none)"
+    codec = (value.get("codec") or {}).get("name") or "none"
+    dtype, stats = _pixels(pv)
+    lines = [
+        f"  uniqueId:       {value.get('uniqueId')}",
+        f"  dimensions:     {' x '.join(map(str, dims)) or '(none)'}{axes}",
+        f"  data type:      {dtype} ({field_name})",
+        f"  codec:          {codec} (compressed {value.get('compressedSize', 0)} B, "
+        f"uncompressed {value.get('uncompressedSize', 0)} B)",
+        f"  pixels:         {stats}",
+    ]
+    for key in ("timeStamp", "dataTimeStamp"):
+        if _is_timestamp(value.get(key)):
+            lines.append(f"  {key + ':':<15} {_timestamp_text(value[key])}")
+    attributes = value.get("attribute") or []
+    if attributes:
+        lines.append(f"  attributes:     {len(attributes)}")
+        for attr in attributes[:_LIST_ITEMS]:
+            extra = ""
+            if _is_timestamp(attr.get("timeStamp")) and attr["timeStamp"].get("secondsPastEpoch"):
+                extra = f"  (at {_timestamp_text(attr['timeStamp'])})"
+            lines.append(f"    {attr.get('name', '?')} = {_attribute_value(attr)}{extra}")
+        if len(attributes) > _LIST_ITEMS:
+            lines.append(f"    … {len(attributes) - _LIST_ITEMS} more")
+    return lines
+
+
+def format_value(channel: str, pv: Any) -> str:
+    """The text ``pvhpc get`` prints for one value of ``channel``."""
+    value = pv.get()
+    if _is_frame(value):
+        return "\n".join([f"{channel}  (NTNDArray frame)", *frame_summary(pv, value)])
+    return "\n".join([channel, *format_structure(value)])
+
+
+def _frame_line(pv: Any, value: dict) -> str:
+    """One line per frame, for ``monitor``."""
+    dims = "x".join(str(int(d.get("size", 0))) for d in value.get("dimension") or [])
+    dtype, stats = _pixels(pv)
+    return f"uniqueId {value.get('uniqueId')}  {dims} {dtype.split(',')[0]}  {stats}"
+
+
+# -- commands ---------------------------------------------------------------------------
+
+
+def _channel(name: str, provider: str, timeout: float) -> Any:
+    channel = pva.Channel(name, pva.CA if provider == "ca" else pva.PVA)
+    channel.setTimeout(timeout)
+    return channel
+
+
+def _fetch(channel: Any, name: str, request: str, timeout: float) -> Any:
+    try:
+        return channel.get(request)
+    except pva.PvaException as exc:
+        text = str(exc).strip()
+        if "timed out" in text:
+            raise NoAnswer(f"{name} did not answer within {timeout:g} s") from None
+        if request and ("request" in text or "fields" in text):
+            raise UsageError(f"-r/--request {request!r}: {text.splitlines()[0]}") from None
+        raise NoAnswer(f"{name}: {text.splitlines()[0]}") from None
+
+
+def _parser(command: str, description: str) -> Parser:
+    p = Parser(prog=f"pvhpc {command}", description=description, allow_abbrev=False)
+    add_version(p)
+    return p
+
+
+def _get(argv: Sequence[str]) -> int:
+    p = _parser("get", "Print a channel's current value (frames as a summary, not pixels).")
+    p.add_argument("channel")
+    p.add_argument("-r", "--request", default="", help="pvRequest, e.g. 'field(uniqueId)'")
+    p.add_argument("-p", "--provider", choices=("pva", "ca"), default="pva", help="[pva]")
+    p.add_argument("-t", "--timeout", type=float, default=5.0, help="seconds to wait [5]")
+    args = p.parse_args(argv)
+    if args.timeout <= 0:
+        raise UsageError(f"--timeout must be > 0, got {args.timeout}")
+    channel = _channel(args.channel, args.provider, args.timeout)
+    pv = _fetch(channel, args.channel, args.request, args.timeout)
+    sys.stdout.write(format_value(args.channel, pv) + "\n")
+    return 0
+
+
+def _monitor(argv: Sequence[str]) -> int:
+    p = _parser(
+        "monitor",
+        "Print a channel's updates as they arrive: one line per frame, "
+        "indented fields for other structures.",
+    )
+    p.add_argument("channel")
+    p.add_argument("-n", "--count", type=int, default=0, help="exit after N updates")
+    p.add_argument("-t", "--time", type=float, default=0.0, help="exit after this many seconds")
+    p.add_argument("-r", "--request", default="", help="pvRequest, e.g. 'field(uniqueId)'")
+    p.add_argument("-p", "--provider", choices=("pva", "ca"), default="pva", help="[pva]")
+    p.add_argument("--full", action="store_true", help="print frames in full (as get does)")
+    args = p.parse_args(argv)
+    if args.count < 0:
+        raise UsageError(f"--count must be >= 0, got {args.count}")
+    if args.time < 0:
+        raise UsageError(f"--time must be >= 0, got {args.time}")
+    channel = _channel(args.channel, args.provider, 5.0)
+    done = threading.Event()
+    lock = threading.Lock()
+    seen = [0]
+    failures: list[str] = []
+
+    def on_update(pv: Any) -> None:
+        with lock:
+            if done.is_set():
+                return
+            seen[0] += 1
+            stamp = time.strftime("%H:%M:%S") + f".{int(time.time() * 1000) % 1000:03d}"
+            try:
+                value = pv.get()
+                if _is_frame(value) and not args.full:
+                    text = f"{stamp}  {args.channel}  {_frame_line(pv, value)}"
+                elif _is_frame(value):
+                    text = "\n".join([f"{stamp}  {args.channel}", *frame_summary(pv, value)])
+                else:
+                    text = "\n".join([f"{stamp}  {args.channel}", *format_structure(value)])
+                sys.stdout.write(text + "\n")
+                sys.stdout.flush()
+            except Exception as exc:  # noqa: BLE001 - e.g. stdout closed by `| head`
+                failures.append(str(exc))
+                done.set()
+            if args.count and seen[0] >= args.count:
+                done.set()
+
+    try:
+        channel.monitor(on_update, args.request or "field()")
+    except pva.PvaException as exc:
+        raise UsageError(f"-r/--request {args.request!r}: {str(exc).splitlines()[0]}") from None
+    start = time.monotonic()
+    end = start + args.time if args.time > 0 else None
+    warned = False
+    try:
+        while not done.is_set():
+            now = time.monotonic()
+            if end is not None and now >= end:
+                break
+            if not warned and seen[0] == 0 and now - start > 5 and not channel.isConnected():
+                warned = True
+                sys.stderr.write(f"pvhpc monitor: still waiting for {args.channel} to connect\n")
+            done.wait(0.2 if end is None else max(0.0, min(0.2, end - now)))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        done.set()
+        try:
+            channel.stopMonitor()
+        except pva.PvaException:
+            pass
+    if seen[0] == 0 and end is not None:
+        raise NoAnswer(f"no update from {args.channel} within {args.time:g} s")
+    return 0
+
+
+def _control(argv: Sequence[str]) -> int:
+    p = _parser(
+        "control",
+        "Send a command to a stage's control channel, wait for its answer "
+        "(statusMessage) and print it.",
+    )
+    p.add_argument("channel", help="control channel, e.g. consumer:1:control")
+    p.add_argument("command", choices=COMMANDS, help=" | ".join(COMMANDS))
+    p.add_argument(
+        "args", nargs="?", default="", help="configure: a JSON object, e.g. '{\"x\": 100}'"
+    )
+    p.add_argument("-t", "--timeout", type=float, default=5.0, help="seconds to wait [5]")
+    args = p.parse_args(argv)
+    if args.timeout <= 0:
+        raise UsageError(f"--timeout must be > 0, got {args.timeout}")
+    if args.command == "configure":
+        if not args.args:
+            raise UsageError("configure needs a JSON object, e.g. '{\"x\": 100}'")
+        try:
+            config = json.loads(args.args)
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"configure: invalid JSON {args.args!r}: {exc.msg}") from None
+        if not isinstance(config, dict):
+            raise UsageError(f"configure: expected a JSON object, got {args.args!r}")
+    elif args.args:
+        raise UsageError(f"{args.command} takes no arguments, got {args.args!r}")
+    message = send_command(args.channel, args.command, args.args, args.timeout)
+    sys.stdout.write(message + "\n")
+    return 0
+
+
+def send_command(channel_name: str, command: str, args: str, timeout: float) -> str:
+    """Put ``{command, args}`` on a control channel and return the stage's answer.
+
+    Waits until the control record's ``objectTime`` changes (the stage answered);
+    raises :class:`NoAnswer` if the channel does not answer within ``timeout``.
+    """
+    channel = _channel(channel_name, "pva", timeout)
+    before = _fetch(channel, channel_name, "", timeout).get()
+    if "command" not in before or "statusMessage" not in before:
+        raise UsageError(f"{channel_name} is not a control channel (no command/statusMessage)")
+    deadline = time.monotonic() + timeout
+    try:
+        channel.put(
+            pva.PvObject(
+                {"command": pva.STRING, "args": pva.STRING}, {"command": command, "args": args}
+            ),
+            "field(command,args)",
+        )
+    except pva.PvaException as exc:
+        raise NoAnswer(f"{channel_name}: the command was not accepted: {exc}") from None
+    while True:
+        try:
+            now_value = channel.get("").get()
+        except pva.PvaException:
+            if command == "stop":
+                return "Stopped (the control channel went away)"
+            now_value = None
+        if now_value is not None and now_value.get("objectTime") != before.get("objectTime"):
+            return now_value.get("statusMessage") or "(empty statusMessage)"
+        if time.monotonic() >= deadline:
+            raise NoAnswer(
+                f"{channel_name} took the command but did not answer within {timeout:g} s"
+            )
+        time.sleep(0.05)
+
+
+_HANDLERS = {"get": _get, "monitor": _monitor, "control": _control}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; ``argv[0]`` is the subcommand (``get``, ``monitor`` or ``control``)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] not in _HANDLERS:
+        sys.stderr.write("usage: pvhpc get|monitor|control ...\n")
+        return 2
+    name, rest = args[0], args[1:]
+
+    def body(argv: Sequence[str] | None) -> int:
+        try:
+            return _HANDLERS[name](list(argv or []))
+        except NoAnswer as exc:
+            sys.stderr.write(f"pvhpc {name}: error: {exc}\n")
+            return 1
+
+    return run_main(f"pvhpc {name}", body, rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
