@@ -186,7 +186,8 @@ def control(channel: str, command: str, args: str = "", timeout: float = 20) -> 
 
     def answered():
         value = ch.get("").get()
-        if value.get("objectTime") != before.get("objectTime") or value.get("command") == command:
+        # The put itself changes command/args; only the stage's answer moves objectTime.
+        if value.get("objectTime") != before.get("objectTime"):
             return value.get("statusMessage") or None
         return None
 
