@@ -15,6 +15,7 @@ import pytest
 from harness import (
     EXAMPLES,
     RECORDING_PROCESSOR,
+    control,
     final_reports,
     pv_get,
     recorded,
@@ -132,6 +133,11 @@ def test_data_collector_releases_every_frame_in_order(procs, prefix, tmp_path):
         "collector to connect to all producers",
         procs=procs,
     )
+    # The cache size can change while data flows.
+    answer = control(f"{prefix}:col:1:control", "configure", '{"collectorCacheSize": 50}')
+    assert "collectorCacheSize=50" in answer
+    control(f"{prefix}:col:1:control", "get_stats")
+    assert pv_get(f"{prefix}:col:1:status")["collectorStats"]["cacheSize"] == 50
     sent = int(sim.wait_for_output(r"done, sent (\d+) frames", 60).group(1))
     wait_accounted([f"{prefix}:col:1:status"], sent, procs)
     assert col.stop() == 0
