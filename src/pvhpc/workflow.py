@@ -279,11 +279,30 @@ class Workflow:
                 remaining.remove(s)
         return order
 
+    def start_levels(self) -> list[list[Stage]]:
+        """Stages grouped in the order they start: first the stages that read only
+        from sources, then those reading from them, …, and the sources last.
+
+        Each level starts once the channels of the previous one are up, so a reader
+        finds its input at its first search (PVA searches for a missing channel back
+        off, and a reader started long before its input can take seconds to find
+        it). Sources come last, so every stage is listening when frames flow.
+        """
+        depth: dict[str, int] = {}
+        for stage in self.stop_order():
+            ups = [u for u in self.upstream(stage) if not u.is_source]
+            depth[stage.name] = 1 + max((depth[u.name] for u in ups), default=0)
+        readers = [s for s in self.stages if not s.is_source]
+        levels = [
+            [s for s in readers if depth[s.name] == d]
+            for d in sorted({depth[s.name] for s in readers})
+        ]
+        sources = [s for s in self.stages if s.is_source]
+        return [lvl for lvl in levels if lvl] + ([sources] if sources else [])
+
     def start_order(self) -> list[Stage]:
-        """Readers before the stages they read from, sources last: every stage is
-        listening by the time frames start to flow."""
-        order = [s for s in reversed(self.stop_order()) if not s.is_source]
-        return order + [s for s in self.stop_order() if s.is_source]
+        """All stages in the order of :meth:`start_levels`."""
+        return [s for level in self.start_levels() for s in level]
 
     def consumer_sets(self) -> list[ConsumerSet]:
         """The sets the loss invariant is checked for (SPEC §5)."""
@@ -724,8 +743,18 @@ def _load_stage(path: str, name: Any, raw: Any, line: int, env: dict, prefix: st
         _check_stage(stage)
     except UsageError as exc:
         line = _line_for_message(stage, str(exc), actions)
-        raise WorkflowError(path, line, f"stage {name!r}: {exc}") from None
+        raise WorkflowError(path, line, f"stage {name!r}: {_dashless(str(exc), actions)}") from None
     return stage
+
+
+def _dashless(message: str, actions: dict) -> str:
+    """Option names as the workflow file spells them: ``--receiver-queue-size`` →
+    ``receiver-queue-size``."""
+    return re.sub(
+        r"--([a-z][a-z0-9-]*)",
+        lambda m: m.group(1) if m.group(0) in actions else m.group(0),
+        message,
+    )
 
 
 def _strip_argument(message: str) -> str:
@@ -829,11 +858,16 @@ def _check_graph(wf: Workflow) -> None:
             if endpoint in served:
                 other = served[endpoint]
                 where = f"stage {other.name!r} (line {other.line})" if other else "external"
+                hint = "give the stages different channel names"
+                if re.match(r"pvapy:(consumer|collector):", endpoint.name):
+                    hint = (
+                        "that is a default channel name: give one of the stages its own "
+                        "status-channel/control-channel, or different ids"
+                    )
                 raise WorkflowError(
                     wf.path,
                     stage.line,
-                    f"stage {stage.name!r}: channel {endpoint} is also served by {where}; "
-                    "give the stages different channel names",
+                    f"stage {stage.name!r}: channel {endpoint} is also served by {where}; {hint}",
                 )
             served[endpoint] = stage
     known = [str(e) for e in served]

@@ -419,25 +419,71 @@ class Runner:
     # -- phases ----------------------------------------------------------------------
 
     def say(self, text: str) -> None:
-        self.console.print(text, highlight=False, markup=False)
+        self.console.print(text, highlight=False, markup=False, soft_wrap=True)
 
     def start(self) -> bool:
-        """Start every stage, readers first; False if one failed to come up."""
-        readers = [s for s in self.wf.start_order() if not s.is_source]
-        sources = [s for s in self.wf.start_order() if s.is_source]
-        for stage in readers:
-            for inst in stage.instances:
-                if inst.status:
-                    self.watcher.add(inst.status)
-            self.procs[stage.name].start()
-        if not self._wait_ready(readers):
-            return False
-        for stage in sources:
-            self.procs[stage.name].start()
-        if not self._wait_ready(sources):
-            return False
+        """Start every stage level by level (see ``Workflow.start_levels``); False if
+        one failed to come up."""
+        levels = self.wf.start_levels()
+        for level in levels:
+            if any(s.is_source for s in level):
+                # Everything that reads is up: check it found its inputs before the
+                # first frame is published.
+                self._wait_connected(
+                    [s for s in self.wf.stages if not s.is_source and self._inputs_running(s)]
+                )
+            for stage in level:
+                for inst in stage.instances:
+                    if inst.status:
+                        self.watcher.add(inst.status)
+                self.procs[stage.name].start()
+            if not self._wait_ready(level):
+                return False
         self.say(f"all {len(self.wf.stages)} stage(s) up after {time.monotonic() - self.t0:.1f} s")
+        self._wait_connected([s for s in self.wf.stages if not s.is_source])
         return True
+
+    def _inputs_running(self, stage: Stage) -> bool:
+        ups = self.wf.upstream(stage)
+        return bool(ups) and all(not u.is_source and self.procs[u.name].running for u in ups)
+
+    def _connected(self, stage: Stage) -> list[str]:
+        """Instances of ``stage`` whose status says an input is not connected."""
+        missing = []
+        for inst in stage.instances:
+            report = self.watcher.latest(inst.status) if inst.status else None
+            if report is None:
+                continue
+            producers = [
+                p for p in (report.get("producerStats") or {}).values() if isinstance(p, dict)
+            ]
+            if producers:
+                missing += [
+                    f"{stage.name} {inst.stage_id} <- {p.get('channel')}"
+                    for p in producers
+                    if not p.get("connected", True)
+                ]
+            elif not (report.get("receiverStats") or {}).get("connected", True):
+                missing.append(f"{stage.name} {inst.stage_id} <- {', '.join(inst.inputs)}")
+        return missing
+
+    def _wait_connected(self, stages: list[Stage], timeout: float = 20.0) -> None:
+        """Wait (bounded) until the stages' inputs are connected; warn about the rest."""
+        if not stages:
+            return
+        deadline = time.monotonic() + timeout
+        while not self.stop_reason:
+            missing = [m for s in stages for m in self._connected(s)]
+            if not missing:
+                return
+            if time.monotonic() > deadline:
+                self.say(
+                    "warning: not connected after "
+                    f"{timeout:g} s: {'; '.join(missing)} (frames sent before they connect "
+                    "are not seen there)"
+                )
+                return
+            time.sleep(0.1)
 
     def _ready(self, stage: Stage) -> bool:
         proc = self.procs[stage.name]
@@ -566,15 +612,25 @@ class Runner:
                 if proc.running:
                     proc.stop(grace=30.0)
             return
-        for stage in self.wf.stop_order():
+        order = self.wf.stop_order()
+        for n, stage in enumerate(order):
             proc = self.procs[stage.name]
-            if proc.popen is None:
-                continue
             hurry = self.interrupts > 1
             if proc.running:
                 proc.stop(grace=5.0 if hurry else 30.0)
-            if not hurry:
-                self._settle_readers(stage)
+            if hurry or proc.popen is None:
+                continue
+            self._settle_readers(stage)
+            if self._all_balanced():
+                # Nothing left in flight: the rest can stop the quick way.
+                for rest in reversed(order[n + 1 :]):
+                    if self.procs[rest.name].running:
+                        self.procs[rest.name].stop(grace=30.0)
+                return
+
+    def _all_balanced(self) -> bool:
+        checks = [self.check_set(c, final=False) for c in self.wf.consumer_sets()]
+        return all(c.balanced for c in checks)
 
     def _settle_readers(self, stage: Stage) -> None:
         """Wait until the stages reading ``stage`` have counted everything it published
@@ -600,11 +656,29 @@ class Runner:
                 return
             time.sleep(0.1)
 
+    def _user_stats_lines(self) -> list[str]:
+        """The processors' own statistics (``userStats``), one line per stage instance."""
+        lines = []
+        for stage in self.wf.stages:
+            for inst in stage.instances:
+                report = self._report(stage, inst.stage_id, final=True) or {}
+                user = report.get("userStats") or {}
+                pairs = [
+                    f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                    for k, v in user.items()
+                    if not isinstance(v, (dict, list))
+                ]
+                if pairs:
+                    lines.append(f"  {stage.name} {inst.stage_id}: " + "  ".join(pairs))
+        return ["processor statistics:", *lines] if lines else []
+
     def summary(self) -> int:
         elapsed = time.monotonic() - self.t0
         self.say("")
         self.say(f"workflow {self.wf.name}: ran {elapsed:.1f} s, stopped: {self.stop_reason}")
         self.console.print(status_table(self.rows(final=True), title="final numbers"))
+        for line in self._user_stats_lines():
+            self.say(line)
         status = 0
         failed = []
         for stage in self.wf.stages:
