@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) examples/demo.py
+	$(PY) -m pvhpc run examples/workflows/demo.yaml
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
