@@ -7,7 +7,6 @@ from typing import Any
 
 from .counting import IdTracker
 from .receiver import Receiver, ReceiverQueue
-from .request import monitor_request
 from .sorting import SortingCache
 from .stage import Stage, StageConfig
 
@@ -45,16 +44,7 @@ class Collector(Stage):
         self.cache = SortingCache(
             self._cache_size(cache_size), self._on_release, step, len(producer_ids)
         )
-        self.request = monitor_request(
-            server_queue_size=config.server_queue_size,
-            distributor_plugin=config.distributor_plugin,
-            group=config.distributor_group,
-            set_name=config.distributor_set,
-            trigger=config.distributor_trigger,
-            updates=config.distributor_updates,
-            field_request=config.field_request,
-            oid_field=config.oid_field,
-        )
+        self.request = config.monitor_request()
         self.receivers = []
         for index, channel in enumerate(input_channels):
             tracker = IdTracker(1 << 62)  # per-producer order is not ours to judge

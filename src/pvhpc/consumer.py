@@ -8,7 +8,6 @@ from typing import Any
 
 from .counting import IdTracker, expected_offset
 from .receiver import Receiver
-from .request import monitor_request
 from .stage import Stage, StageConfig
 
 __all__ = ["Consumer"]
@@ -33,16 +32,7 @@ class Consumer(Stage):
             config.n_distributor_sets,
         )
         self.tracker = IdTracker(offset, self._run_length())
-        self.request = monitor_request(
-            server_queue_size=config.server_queue_size,
-            distributor_plugin=config.distributor_plugin,
-            group=config.distributor_group,
-            set_name=config.distributor_set,
-            trigger=config.distributor_trigger,
-            updates=config.distributor_updates,
-            field_request=config.field_request,
-            oid_field=config.oid_field,
-        )
+        self.request = config.monitor_request()
         if self.queue is not None:
             put = self.queue.put
 

@@ -23,6 +23,7 @@ import pvaccess as pva
 from .channels import DataPublisher, StageServer
 from .processor import pva_type_for
 from .receiver import ReceiverQueue
+from .request import monitor_request
 
 __all__ = ["StageConfig", "Stage", "MetadataChannel", "parse_metadata_channels"]
 
@@ -67,6 +68,19 @@ class StageConfig:
     report_period: float = 0.0
     report_stats: tuple = ("all",)
     report_format: str = "text"
+
+    def monitor_request(self) -> str:
+        """The monitor request for this stage's input channel(s)."""
+        return monitor_request(
+            server_queue_size=self.server_queue_size,
+            distributor_plugin=self.distributor_plugin,
+            group=self.distributor_group,
+            set_name=self.distributor_set,
+            trigger=self.distributor_trigger,
+            updates=self.distributor_updates,
+            field_request=self.field_request,
+            oid_field=self.oid_field,
+        )
 
 
 def parse_metadata_channels(text: str | None) -> list[tuple[str, str]]:
