@@ -318,6 +318,7 @@ def test_runtime_end_stops_with_a_final_report(procs, prefix):
         (["-cm", "(a,b)", "-rp", "nan"], "-rp/--report-period: 'nan'"),
         (["-cm", "(a,b)", "-ll", "loud"], "-ll/--log-level"),
         (["-cm", "(a,b)", "--colour"], "--colour"),
+        (["-cm", "(a,b)", "-lf", "/nonexistent/dir/mirror.log"], "--log-file: cannot open"),
     ],
 )
 def test_user_mistakes_are_one_line_and_status_2(capsys, argv, fragment):
