@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -135,6 +136,33 @@ def test_every_frame_arrives_in_order_and_sigint_gives_final_report(procs, prefi
     assert counts["overruns"] == counts["errors"] == 0
 
 
+def test_seed_chain_simulator_through_mirror_at_2000_fps(procs, prefix):
+    """The seed's processing-chain source: ``(pvapy:image,ad:image,pva,1000)``."""
+    src, dst = f"{prefix}:ad:image", f"{prefix}:pvapy:image"
+    n = 2000
+    # The start delay leaves time to connect the mirror and the recorder before
+    # frame 1; the test fails clearly (first value not 0) if it was too short.
+    sim = procs.start(
+        "sim", "-cn", src, "-nx", 128, "-ny", 128, "-dt", "uint8", "-fps", 2000,
+        "-rt", n / 2000, "-std", 6, "-shd", 1, name="sim",
+    )  # fmt: skip
+    mirror = start_mirror(procs, f"({dst},{src},pva,1000)")
+    pv_get(dst, 15)
+    recorder = Recorder(dst, request=QUEUED)
+    try:
+        wait_for(lambda: recorder.values, 10, "frame 0 on dst", procs=procs)
+        assert recorder.values[0] == 0, "the simulator started before the recorder connected"
+        wait_for(lambda: n in recorder.values, 20, f"frame {n} on dst", procs=procs)
+        assert after_initial(recorder.values) == list(range(1, n + 1))
+    finally:
+        recorder.close()
+    assert sim.wait(15) == 0
+    assert mirror.stop() == 0
+    counts = final_counts(mirror, dst)
+    assert counts["received"] == counts["published"] == n + 1
+    assert counts["overruns"] == 0
+
+
 def test_distributor_on_dst_alternates_frames(procs, prefix, source):
     src = source()
     dst = f"{prefix}:dst"
@@ -221,75 +249,116 @@ def test_mirror_waits_for_a_late_source_and_follows_its_restart(procs, prefix):
 
 IOC_SCRIPT = textwrap.dedent(
     """
-    import os, sys, tempfile, time
+    import os, select, sys, tempfile, time
     import pvaccess as pva
-    prefix = sys.argv[1]
+    name = sys.argv[1]
     db = tempfile.NamedTemporaryFile("w", suffix=".db", delete=False)
-    db.write('record(longout, "$(P)counter") {}\\n')
+    db.write('record(longout, "%s") {}\\n' % name)
     db.close()
     ioc = pva.CaIoc()
     ioc.loadDatabase("base.dbd", os.path.join(os.path.dirname(pva.__file__), "dbd"), "")
     ioc.registerRecordDeviceDriver()
-    ioc.loadRecords(db.name, "P=" + prefix)
+    ioc.loadRecords(db.name, "")
     ioc.start()
     os.unlink(db.name)
     print("ioc running", flush=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        time.sleep(0.5)
+        if not select.select([sys.stdin], [], [], 0.5)[0]:
+            continue
+        line = sys.stdin.readline().split()
+        if not line or line[0] == "quit":
+            break
+        ioc.putField(name, int(line[1]))
     """
 )
 
 
+def _free_port() -> int:
+    """A port free for both UDP and TCP on loopback, for the IOC's CA server."""
+    for _ in range(20):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.bind(("127.0.0.1", 0))
+            port = udp.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+                try:
+                    tcp.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
+    raise AssertionError("no free port for the CA IOC")
+
+
+class CaIoc:
+    """A CA IOC (``pvaccess.CaIoc``) in a child process, serving one longout record.
+
+    A process of its own, because a process can initialise only one IOC. It has a
+    CA port of its own too: CA searches sent to 127.0.0.1 reach only the newest of
+    several CA servers sharing a port on one host, and other tests (or developers)
+    may run one at the same time. Only processes given :attr:`client_env` find it,
+    so the record is written by the IOC itself, on :meth:`put`.
+    """
+
+    def __init__(self, name: str, log_path):
+        self.name = name
+        self.port = _free_port()
+        self.client_env = {"EPICS_CA_ADDR_LIST": f"127.0.0.1:{self.port}"}
+        self.log = open(log_path, "w+")
+        env = dict(os.environ, EPICS_CA_SERVER_PORT=str(self.port))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", IOC_SCRIPT, name],
+            stdin=subprocess.PIPE,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            text=True,
+            start_new_session=True,
+        )
+
+    def output(self) -> str:
+        self.log.seek(0)
+        return self.log.read()
+
+    def running(self) -> bool:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"CA IOC exited ({self.proc.returncode}):\n{self.output()}")
+        return "ioc running" in self.output()
+
+    def put(self, value: int) -> None:
+        self.proc.stdin.write(f"put {value}\n")
+        self.proc.stdin.flush()
+
+    def close(self) -> None:
+        try:
+            self.proc.stdin.write("quit\n")
+            self.proc.stdin.close()
+            self.proc.wait(5)
+        except (OSError, subprocess.TimeoutExpired):
+            self.proc.kill()
+            self.proc.wait(5)
+        self.log.close()
+
+
 @pytest.fixture
 def ca_ioc(prefix, tmp_path):
-    """A CA IOC (``pvaccess.CaIoc``) in a child process with ``<prefix>:counter``.
-
-    A process of its own, because a process can initialise only one IOC.
-    """
-    log = open(tmp_path / "ioc.log", "w+")
-    proc = subprocess.Popen(
-        [sys.executable, "-c", IOC_SCRIPT, f"{prefix}:"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=dict(os.environ),
-        start_new_session=True,
-    )
-    name = f"{prefix}:counter"
-    channel = pva.Channel(name, pva.CA)
-    channel.setTimeout(1.0)
-
-    def up():
-        if proc.poll() is not None:
-            log.seek(0)
-            raise AssertionError(f"CA IOC exited ({proc.returncode}):\n{log.read()}")
-        try:
-            return channel.get("field(value)") is not None
-        except pva.PvaException:
-            return False
-
+    ioc = CaIoc(f"{prefix}:counter", tmp_path / "ioc.log")
     try:
-        wait_for(up, 20, f"CA IOC channel {name}")
-        yield name, channel
+        wait_for(ioc.running, 20, "the CA IOC to start")
+        yield ioc
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-        log.close()
+        ioc.close()
 
 
 def test_ca_source_is_mirrored_on_pva(procs, prefix, ca_ioc):
-    name, ca = ca_ioc
     dst = f"{prefix}:dst"
-    mirror = start_mirror(procs, f"({dst},{name},ca,100)")
+    mirror = procs.start(
+        "mirror", "-cm", f"({dst},{ca_ioc.name},ca,100)", "-ll", "info", env=ca_ioc.client_env
+    )
     recorder = Recorder(dst, field="value", request="record[queueSize=100]field(value)")
     try:
-        wait_for(lambda: recorder.values, 15, "the CA value on dst", procs=procs)
+        wait_for(lambda: recorder.values, 20, "the CA value on dst", procs=procs)
         for value in range(1, 21):
-            ca.put(value)
+            ca_ioc.put(value)
             wait_for(lambda v=value: recorder.values[-1] == v, 5, f"value {value} on dst")
         assert after_initial(recorder.values) == list(range(1, 21))
     finally:
