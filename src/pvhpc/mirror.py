@@ -219,8 +219,12 @@ class _SourceMonitor:
                 stamp = _stamp(pv) if pv.hasField("timeStamp") else None
             except Exception:  # noqa: BLE001 - a time stamp of another shape
                 stamp = None
-            self.stamped = stamp is not None
-            if self.stamped and owner.last_stamp == stamp:
+            # Without a time stamp (or with an unset one) objects cannot be told
+            # apart: publish them all.
+            self.stamped = stamp is not None and stamp != (0, 0, 0)
+            if not self.stamped:
+                owner.last_stamp = None
+            elif owner.last_stamp == stamp:
                 self.n_skipped += 1
                 return
         try:
