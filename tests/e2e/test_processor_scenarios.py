@@ -291,9 +291,9 @@ def test_hdf5_files_hold_every_frame_after_sigterm(procs, prefix, tmp_path):
             dset = f["/entry/data/data"] if "/entry/data/data" in f else None
             assert dset is not None, list(f.keys())
             images.extend(dset[()])
-            found = []
-            f.visititems(lambda n, o: found.append(n) if "uniqueId" in n else None)
-            ids.extend(f[found[0]][()])
+            paths: list[str] = []
+            f.visit(paths.append)
+            ids.extend(f[next(p for p in paths if p.endswith("uniqueId"))][()])
     assert [len(x) for x in np.split(np.array(ids), [10, 20])] == [10, 10, 5]
     assert list(ids) == list(range(1, 26))
     for oid, image in zip(ids, images):
