@@ -1,0 +1,133 @@
+"""The transport floor: a bare ``pvaccess.Channel`` monitor whose callback only counts.
+
+Used by ``benchmarks/run.py`` as the lowest CPU cost any consumer written on top of
+``pvaccess`` can reach, as an independent rate meter for the simulators (arrival
+times of the first and last frame), and, with ``--latency``, as a probe measuring
+source timestamp → arrival on a consumer's output channel.
+
+Runs until ``--runtime`` seconds passed or SIGINT/SIGTERM, then prints one JSON
+line: ``nReceived`` (every update, the initial one included), ``nCounted`` (after
+skipping the first ``--skip`` updates), ``firstTime``/``lastTime`` (wall-clock
+arrival of the first and last counted update, to ``--resolution``; with ``--latency``,
+exact), ``nOverruns`` and, with ``--latency``, ``latencyP50``/``latencyP99`` in seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+import time
+
+import pvaccess as pva
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("-ic", "--input-channel", required=True)
+    p.add_argument("-sqs", "--server-queue-size", type=int, default=0)
+    p.add_argument("-rt", "--runtime", type=float, default=60.0)
+    p.add_argument("--skip", type=int, default=1)
+    p.add_argument("--latency", action="store_true")
+    p.add_argument(
+        "--pin",
+        action="store_true",
+        help="experiment: keep the monitor thread's Python thread state between callbacks",
+    )
+    p.add_argument(
+        "--resolution", type=float, default=0.005, help="arrival-time resolution, s [0.005]"
+    )
+    args = p.parse_args(argv)
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+
+    count = [0]
+    stamps: list[float] = []
+    arrivals: list[float] = []
+    if args.latency:
+        get_long, get_int = pva.PvObject.getLong, pva.PvObject.getInt
+        now = time.time
+        lat_append, arr_append = stamps.append, arrivals.append
+
+        def on_update(pv):
+            t = now()
+            count[0] += 1
+            lat_append(
+                t
+                - get_long(pv, "timeStamp.secondsPastEpoch")
+                - get_int(pv, "timeStamp.nanoseconds") * 1e-9
+            )
+            arr_append(t)
+
+    elif args.pin:
+        import ctypes
+
+        ensure = ctypes.pythonapi.PyGILState_Ensure
+        pinned = set()
+        get_ident = threading.get_ident
+
+        def on_update(pv):
+            count[0] += 1
+            ident = get_ident()
+            if ident not in pinned:
+                pinned.add(ident)
+                ensure()
+
+    else:
+
+        def on_update(pv):
+            count[0] += 1
+
+    request = "field()"
+    if args.server_queue_size > 0:
+        request = f"record[queueSize={args.server_queue_size}]field()"
+    channel = pva.Channel(args.input_channel, pva.PVA)
+    channel.monitor(on_update, request)
+
+    # Arrival times of the first and last counted update, without touching the
+    # callback: a watcher notes when the count changes (``--resolution``).
+    first_time = last_time = 0.0
+    last_seen = 0
+    deadline = time.monotonic() + args.runtime
+    while not stop.is_set() and time.monotonic() < deadline:
+        stop.wait(args.resolution)
+        n = count[0]
+        if n != last_seen:
+            t = time.time()
+            if last_seen <= args.skip < n and not first_time:
+                first_time = t
+            last_seen, last_time = n, t
+    try:
+        channel.stopMonitor()
+    except pva.PvaException:
+        pass
+    try:
+        overruns = int(channel.getMonitorCounters().get("nOverruns", 0))
+    except Exception:  # noqa: BLE001 - counters are a bonus
+        overruns = -1
+    n = count[0]
+    result = {
+        "nReceived": n,
+        "nCounted": max(0, n - args.skip),
+        "firstTime": first_time,
+        "lastTime": last_time,
+        "nOverruns": overruns,
+    }
+    if args.latency:
+        lat = sorted(stamps[args.skip :])
+        arr = arrivals[args.skip :]
+        if arr:
+            result["firstTime"], result["lastTime"] = arr[0], arr[-1]
+        result["latencyP50"] = lat[len(lat) // 2] if lat else 0.0
+        result["latencyP99"] = lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else 0.0
+    sys.stdout.write(json.dumps(result) + "\n")
+    sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

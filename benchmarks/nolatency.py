@@ -1,0 +1,15 @@
+"""Our consumer with the latency bookkeeping switched off, to measure what it costs.
+
+Same command line as ``pvhpc consumer``. Only for ``benchmarks/run.py``: it replaces
+the stage's timestamp reader so that no frame is timed.
+"""
+
+import sys
+
+import pvhpc.stage
+from pvhpc.cli.consumer import main
+
+pvhpc.stage._timestamp_reader = lambda pv: False
+
+if __name__ == "__main__":
+    sys.exit(main())

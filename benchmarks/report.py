@@ -1,0 +1,448 @@
+"""Turns ``benchmarks/results.json`` into ``docs/benchmarks.md`` and the lossless-rate plot.
+
+Used by ``benchmarks/run.py`` (also alone: ``run.py --report-only``).
+"""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+OURS, REF, FLOOR, OURS_NOLAT = "ours", "reference", "floor", "ours-nolatency"
+
+
+def med(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def f(v, spec=".3g", dash="—"):
+    return dash if v is None else format(v, spec)
+
+
+def pct(v):
+    return "—" if v is None else f"{v:.0%}"
+
+
+def ratio(a, b):
+    return a / b if a is not None and b else None
+
+
+def _paired_ratios(runs_a: list, runs_b: list, key: str) -> list:
+    by_rep = {r["rep"]: r[key] for r in runs_b}
+    return [r[key] / by_rep[r["rep"]] for r in runs_a if by_rep.get(r["rep"])]
+
+
+def render(results: dict, cfg) -> tuple[str, dict]:
+    out: list[str] = []
+    w = out.append
+    m = results.get("machine", {})
+    w("# Benchmarks: pvhpc against the reference\n")
+    w(
+        "pvhpc's commands measured side by side with the reference implementation, PvaPy's "
+        "streaming framework (the `pvapy.hpc` commands shipped in the same `pvapy` wheel), "
+        "on one machine, same source, runs alternating between the two and repeated. "
+        "Tables give medians; **ratio** is the median of the per-repeat ratios "
+        "ours/reference (below 1 is better for CPU and latency, above 1 for rates). "
+        "Regenerate with `make bench` (about 20 minutes) or "
+        "`.venv/bin/python benchmarks/run.py --quick` (about 3 minutes, fewer points); "
+        "`benchmarks/results.json` holds every raw number.\n"
+    )
+    w("## Machine\n")
+    w("| | |\n|---|---|")
+    w(f"| CPU | {m.get('cpu', '?')} |")
+    w(
+        f"| cores | {m.get('cores', '?')} (everything below shares them: source, consumers, "
+        "harness) |"
+    )
+    w(f"| memory | {m.get('memoryGiB', '?')} GiB |")
+    w(f"| OS | {m.get('os', '?')} |")
+    w(f"| Python | {m.get('python', '?')} |")
+    w(f"| pvapy | {m.get('pvapy', '?')} (transport for both; the reference's commands) |")
+    w(
+        f"| run | {results.get('date', '?')}, {results.get('mode', '?')} mode, "
+        f"{f(results.get('wallSeconds'), '.0f')} s |"
+    )
+    w("")
+    w(
+        "All traffic is on loopback (`../shared/epics-loopback.env`). Other work on the "
+        "machine disturbs CPU figures; the harness waits (at most 10 s) for the CPUs to be "
+        "mostly idle before each run, and repeats.\n"
+    )
+
+    if "cpu" in results:
+        _cpu_section(w, results["cpu"])
+    plot_data = {}
+    if "lossless" in results:
+        plot_data = _lossless_section(w, results["lossless"])
+    if "sim" in results:
+        _sim_section(w, results["sim"])
+    if "collector" in results or "cpu" in results or "lossless" in results:
+        _collector_memory_section(w, results)
+    if "latency" in results:
+        _latency_section(w, results["latency"])
+    _method_section(w, cfg)
+    return "\n".join(out) + "\n", plot_data
+
+
+def _cpu_section(w, cpu: dict) -> None:
+    w("## 1. Consumer CPU per 1000 frames\n")
+    w(
+        "Passthrough processor with an output channel (`-oc`), server queue (`-sqs`), our "
+        "simulator as source, at a rate both consumers hold without loss. CPU of the "
+        "consumer's whole process tree, from the kernel's per-thread counters, "
+        "between the idle moment before the first frame and the end of the stream; "
+        "**marginal**: two stream lengths, difference of CPU over difference of frames, so "
+        "start-up and shutdown cancel. *Floor*: a bare `pvaccess.Channel` monitor whose "
+        "callback only counts (`benchmarks/floor.py`), the cost of the transport alone "
+        "as a plain Python client pays it.\n"
+    )
+    w(
+        "| frame | rate | frames | ours ms | reference ms | floor ms | ours/reference | "
+        "floor/reference | ours, latency off ms |"
+    )
+    w("|---|---|---|---|---|---|---|---|---|")
+    for size, block in cpu.items():
+        runs = block["runs"]
+        ours = med(r["marginal"] for r in runs.get(OURS, []))
+        ref = med(r["marginal"] for r in runs.get(REF, []))
+        floor = med(r["marginal"] for r in runs.get(FLOOR, []))
+        nolat = med(r["marginal"] for r in runs.get(OURS_NOLAT, []))
+        r_ours = med(_paired_ratios(runs.get(OURS, []), runs.get(REF, []), "marginal"))
+        r_floor = med(_paired_ratios(runs.get(FLOOR, []), runs.get(REF, []), "marginal"))
+        n1, n2 = block["frames"]
+        w(
+            f"| {size}×{size} | {block['rate']} fps | {n1} / {n2} | {f(ours)} | {f(ref)} | "
+            f"{f(floor)} | **{f(r_ours, '.2f')}** | {f(r_floor, '.2f')} | {f(nolat)} |"
+        )
+    w("")
+    w("Per repeat (ms per 1000 frames, marginal):\n")
+    for size, block in cpu.items():
+        parts = []
+        for impl, runs in block["runs"].items():
+            parts.append(f"{impl} " + ", ".join(f"{r['marginal']:.1f}" for r in runs))
+        w(f"- {size}×{size}: " + "; ".join(parts))
+    w("")
+
+
+def _lossless_section(w, res: dict) -> dict:
+    w("## 2. Highest lossless frame rate\n")
+    w(
+        "One consumer (passthrough, output channel, server queue as in the seed's tests: "
+        "2000/1000/500/200 frames for 128/512/1024/2048 pixels), our simulator as source "
+        "(uint8). A rate is lossless when the consumer's final report shows 0 missed, 0 "
+        "overruns, 0 rejected, 0 errors and processed = frames sent, the consumer "
+        "caught up within a second of the last frame. Rates on a ladder 12 % apart, "
+        "searched (gallop, then bisect), the search repeated. A run counts only if the "
+        "simulator also achieved the requested rate (within 2 %): on 2 cores the "
+        "simulator and the consumers share the CPUs. `≥` marks a result where the next "
+        "rate up failed only because the simulator fell short while the consumer still "
+        "took every frame: there the simulator, not the consumer, is the limit.\n"
+    )
+    w(
+        "| frame | ours fps | reference fps | ours/reference | ours MB/s | ours runs | "
+        "reference runs |"
+    )
+    w("|---|---|---|---|---|---|---|")
+    plot = {"sizes": [], OURS: [], REF: [], "oursRuns": [], "refRuns": []}
+    for size, reps in res.get("single", {}).items():
+        row = _lossless_row(reps)
+        mb = row["ours"] * int(size) ** 2 / 1e6 if row["ours"] else None
+        w(
+            f"| {size}×{size} | {row['oursText']} | {row['refText']} | "
+            f"**{f(row['ratio'], '.2f')}** | {f(mb, '.0f')} | {row['oursRuns']} | "
+            f"{row['refRuns']} |"
+        )
+        plot["sizes"].append(int(size))
+        plot[OURS].append(row["ours"])
+        plot[REF].append(row["ref"])
+        plot["oursRuns"].append(row["oursAll"])
+        plot["refRuns"].append(row["refAll"])
+    w("")
+    if res.get("multi"):
+        w(
+            "Several consumers sharing the frames through the distributor (`-nc N -du 1`), "
+            "all frames counted over the set:\n"
+        )
+        w("| frame | consumers | ours fps | reference fps | ours/reference |")
+        w("|---|---|---|---|---|")
+        for n, reps in res["multi"].items():
+            row = _lossless_row(reps)
+            size = reps[0].get("size", "512") if reps else "?"
+            w(
+                f"| {size}×{size} | {n} | {row['oursText']} | {row['refText']} | "
+                f"**{f(row['ratio'], '.2f')}** |"
+            )
+        w("")
+    w("![lossless rate against frame size](img/lossless_rate.png)\n")
+    return plot
+
+
+def _source_limited(rep: dict, impl: str) -> bool:
+    """True if the first failing rate above the result failed only because the
+    simulator fell short: the consumer took every frame it was sent."""
+    best = rep["max"][impl]
+    if best.get("sourceLimited"):
+        return True
+    above = sorted(
+        (t for t in rep.get("trials", {}).get(impl, []) if t["rate"] > best["rate"]),
+        key=lambda t: t["rate"],
+    )
+    return bool(above) and bool(above[0]["lossless"])
+
+
+def _lossless_row(reps: list) -> dict:
+    def values(impl):
+        return [
+            dict(r["max"][impl], sourceLimited=_source_limited(r, impl))
+            for r in reps
+            if impl in r.get("max", {})
+        ]
+
+    ours, ref = values(OURS), values(REF)
+    ours_rates = [v["rate"] for v in ours]
+    ref_rates = [v["rate"] for v in ref]
+    ratios = [a["rate"] / b["rate"] for a, b in zip(ours, ref) if b["rate"]]
+
+    def text(vals):
+        if not vals:
+            return "—"
+        mid = med(v["rate"] for v in vals)
+        limited = any(v["sourceLimited"] and v["rate"] >= mid for v in vals)
+        return ("≥ " if limited else "") + f"{mid:g}"
+
+    def runs(vals):
+        return ", ".join(("≥" if v["sourceLimited"] else "") + f"{v['rate']:g}" for v in vals)
+
+    return {
+        "ours": med(ours_rates),
+        "ref": med(ref_rates),
+        "ratio": med(ratios),
+        "oursText": text(ours),
+        "refText": text(ref),
+        "oursRuns": runs(ours),
+        "refRuns": runs(ref),
+        "oursAll": ours_rates,
+        "refAll": ref_rates,
+    }
+
+
+def _sim_section(w, sim: dict) -> None:
+    w("## 3. Simulator rate accuracy\n")
+    w(
+        "Each simulator serving 128×128 uint8 frames to one bare monitor (server queue "
+        "5000). *Measured*: frames counted by the monitor over the time between the "
+        "first and the last arrival; *reported*: the simulator's own final figure. CPU: "
+        "the simulator process over the same span (its server threads included).\n"
+    )
+    w(
+        "| requested | ours measured | error | ours CPU | reference measured | error | "
+        "reference CPU | CPU ours/reference |"
+    )
+    w("|---|---|---|---|---|---|---|---|")
+    rates = sorted({int(r) for impl in sim.values() for r in impl}, key=int)
+    for rate in rates:
+        row = {}
+        for impl in (OURS, REF):
+            runs = [r for r in sim.get(impl, {}).get(str(rate), []) if "measured" in r]
+            row[impl] = {
+                "measured": med(r["measured"] for r in runs),
+                "cpu": med(r["cpuPercent"] for r in runs),
+                "reported": med(r["reported"] for r in runs),
+            }
+        o, r = row[OURS], row[REF]
+
+        def err(x, rate=rate):
+            return "—" if x is None else f"{(x - rate) / rate:+.2%}"
+
+        w(
+            f"| {rate} fps | {f(o['measured'], '.1f')} | {err(o['measured'])} | "
+            f"{f(o['cpu'], '.0f')} % | {f(r['measured'], '.1f')} | {err(r['measured'])} | "
+            f"{f(r['cpu'], '.0f')} % | **{f(ratio(o['cpu'], r['cpu']), '.2f')}** |"
+        )
+    w("")
+    w(
+        "Reported by the simulators themselves (median): "
+        + "; ".join(
+            f"{rate} fps: ours "
+            f"{f(med(r.get('reported') for r in sim.get(OURS, {}).get(str(rate), [])), '.2f')}, "
+            f"reference "
+            f"{f(med(r.get('reported') for r in sim.get(REF, {}).get(str(rate), [])), '.2f')}"
+            for rate in rates
+        )
+        + ".\n"
+    )
+
+
+def _collector_memory_section(w, results: dict) -> None:
+    w("## 4. Collector throughput and memory\n")
+    coll = results.get("collector")
+    if coll:
+        w(
+            "A collector gathering 4 producers (`benchmarks/producers.py`: one process "
+            "serving 4 channels, 128×128 frames dealt round robin, as 4 consumers behind a "
+            "distributor would publish them), sorting them back into one stream and "
+            "republishing it (passthrough, output channel). Lossless as in 2.\n"
+        )
+        s = coll.get("search", {})
+        cpu = coll.get("cpu", {})
+        c_ours = med(r.get("cpuPer1000") for r in cpu.get(OURS, []) if r.get("lossless"))
+        c_ref = med(r.get("cpuPer1000") for r in cpu.get(REF, []) if r.get("lossless"))
+        rate = (cpu.get(OURS) or [{}])[0].get("rate")
+        w("| | ours | reference | ours/reference |")
+        w("|---|---|---|---|")
+        so, sr = s.get(OURS, {}), s.get(REF, {})
+        w(
+            f"| highest lossless rate, fps | {_rate_text(so)} | {_rate_text(sr)} | "
+            f"**{f(ratio(so.get('rate'), sr.get('rate')), '.2f')}** |"
+        )
+        w(
+            f"| CPU per 1000 frames at {rate} fps, ms | {f(c_ours)} | "
+            f"{f(c_ref)} | **{f(ratio(c_ours, c_ref), '.2f')}** |"
+        )
+        r_ours = med(r.get("rss") for r in cpu.get(OURS, []))
+        r_ref = med(r.get("rss") for r in cpu.get(REF, []))
+        w(
+            f"| resident memory (peak), MB | {f(r_ours and r_ours / 1e6, '.0f')} | "
+            f"{f(r_ref and r_ref / 1e6, '.0f')} | {f(ratio(r_ours, r_ref), '.2f')} |"
+        )
+        w("")
+    w(
+        "Resident memory per consumer (peak RSS of the consumer's process tree while "
+        "streaming, divided by the number of consumers; with several consumers the "
+        "parent process is shared among them):\n"
+    )
+    w("| setting | ours MB | reference MB | ours/reference |")
+    w("|---|---|---|---|")
+    for size, block in (results.get("cpu") or {}).items():
+        rss = block.get("rss", {})
+        o, r = med(rss.get(OURS, [])), med(rss.get(REF, []))
+        fl = med(rss.get(FLOOR, []))
+        w(
+            f"| 1 consumer, {size}×{size} at {block['rate']} fps | {f(o and o / 1e6, '.0f')} | "
+            f"{f(r and r / 1e6, '.0f')} | {f(ratio(o, r), '.2f')} (floor "
+            f"{f(fl and fl / 1e6, '.0f')}) |"
+        )
+    multi = (results.get("lossless") or {}).get("multi", {})
+    for n, reps in multi.items():
+        vals = {}
+        for impl in (OURS, REF):
+            per = [
+                sum(t["rssEach"]) / int(n)
+                for rep in reps
+                for t in rep["trials"].get(impl, [])
+                if t.get("rssEach") and t["lossless"]
+            ]
+            vals[impl] = max(per) if per else None
+        o, r = vals[OURS], vals[REF]
+        w(
+            f"| {n} consumers (`-nc {n}`), lossless runs, largest | "
+            f"{f(o and o / 1e6, '.0f')} | {f(r and r / 1e6, '.0f')} | {f(ratio(o, r), '.2f')} |"
+        )
+    w("")
+
+
+def _rate_text(v: dict) -> str:
+    if not v:
+        return "—"
+    return ("≥ " if v.get("sourceLimited") else "") + f"{v['rate']:g}"
+
+
+def _latency_section(w, lat: dict) -> None:
+    w("## 5. Frame latency\n")
+    w(
+        "Source timestamp (set by the simulator when it publishes) to arrival of the "
+        "frame on the consumer's output channel, seen by a probe monitoring that channel "
+        "(`floor.py --latency`): the same path for both. Ours also reports source → "
+        "processed itself (`processorStats.latencyP50/latencyP99`, sampled at about 200 "
+        "frames per second on fast streams).\n"
+    )
+    w(
+        "| frame | rate | ours p50 ms | ours p99 ms | reference p50 ms | reference p99 ms | "
+        "p50 ours/reference | ours' own p50 / p99 ms |"
+    )
+    w("|---|---|---|---|---|---|---|---|")
+    for size, block in lat.items():
+        runs = block["runs"]
+
+        def m(impl, key, runs=runs):
+            v = med(r.get(key) for r in runs.get(impl, []))
+            return v * 1e3 if v is not None else None
+
+        ratios = [
+            a["probeP50"] / b["probeP50"]
+            for a, b in zip(runs.get(OURS, []), runs.get(REF, []))
+            if a.get("probeP50") and b.get("probeP50")
+        ]
+        w(
+            f"| {size}×{size} | {block['rate']} fps | {f(m(OURS, 'probeP50'))} | "
+            f"{f(m(OURS, 'probeP99'))} | {f(m(REF, 'probeP50'))} | {f(m(REF, 'probeP99'))} | "
+            f"**{f(med(ratios), '.2f')}** | {f(m(OURS, 'ownP50'))} / {f(m(OURS, 'ownP99'))} |"
+        )
+    w("")
+
+
+def _method_section(w, cfg) -> None:
+    w("## How it is measured\n")
+    w(
+        "- `benchmarks/run.py` starts every process itself (our commands as "
+        "`python -m pvhpc …`, the reference's as `python -c 'from pvapy.cli.X import "
+        "main; main()' …`, since our console scripts take the same names), one run at a "
+        "time, with the loopback EPICS environment; each process's output is kept in "
+        "`out/bench/`."
+    )
+    w(
+        "- A run: the simulator starts with a start delay; the consumers start as soon "
+        "as its channel exists and connect during the delay (a run where a consumer "
+        "missed the first frame is run again with a longer delay); after the last frame "
+        "the harness waits 1 s + 10 % of the stream, reads CPU, then stops the consumers "
+        "with SIGINT and reads their final statistics (ours: `--report-format json`; the "
+        "reference: its printed dictionaries)."
+    )
+    w(
+        "- Both consumers run their defaults otherwise (processing in the monitor "
+        "callback, `--skip-initial-updates 1`)."
+    )
+    w(
+        f"- Repeats: {cfg.repeats} for CPU, simulator, latency; {cfg.search_repeats} "
+        f"searches per lossless point, each {cfg.lossless_seconds:g} s of frames per run "
+        "(the seed's tests ran 60 s; short runs with a bounded server queue still fail "
+        "a consumer that cannot keep up, since its backlog outgrows the queue)."
+    )
+    w("")
+
+
+def plot(data: dict, path: Path) -> None:
+    """Lossless rate against frame size, ours and the reference, log-log."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
+    sizes = data["sizes"]
+    pixels = [s * s for s in sizes]
+    for impl, runs_key, colour, label in (
+        (OURS, "oursRuns", "tab:blue", "pvhpc"),
+        (REF, "refRuns", "tab:orange", "reference (PvaPy)"),
+    ):
+        pts = [(p, v) for p, v in zip(pixels, data[impl]) if v]
+        if pts:
+            ax.plot(*zip(*pts), "o-", color=colour, label=label)
+        for p, runs in zip(pixels, data[runs_key]):
+            for v in runs:
+                if v:
+                    ax.plot(p, v, ".", color=colour, alpha=0.4)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xticks(pixels)
+    ax.set_xticklabels([f"{s}×{s}" for s in sizes])
+    ax.minorticks_off()
+    ax.set_xlabel("frame size (uint8)")
+    ax.set_ylabel("highest lossless rate, frames/s")
+    ax.set_title("One consumer, passthrough with output channel")
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
