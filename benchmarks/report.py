@@ -61,7 +61,7 @@ def render(results: dict, cfg) -> tuple[str, dict]:
     w(f"| pvapy | {m.get('pvapy', '?')} (transport for both; the reference's commands) |")
     w(
         f"| run | {results.get('date', '?')}, {results.get('mode', '?')} mode, "
-        f"{f(results.get('wallSeconds'), '.0f')} s |"
+        f"{f(results.get('wallSeconds'), '.0f')} s, pvhpc {results.get('commit', '?')} |"
     )
     w("")
     w(
@@ -150,7 +150,7 @@ def _lossless_section(w, res: dict) -> dict:
         mb = row["ours"] * int(size) ** 2 / 1e6 if row["ours"] else None
         w(
             f"| {size}×{size} | {row['oursText']} | {row['refText']} | "
-            f"**{f(row['ratio'], '.2f')}** | {f(mb, '.0f')} | {row['oursRuns']} | "
+            f"{row['ratioText']} | {f(mb, '.0f')} | {row['oursRuns']} | "
             f"{row['refRuns']} |"
         )
         plot["sizes"].append(int(size))
@@ -171,7 +171,7 @@ def _lossless_section(w, res: dict) -> dict:
             size = reps[0].get("size", "512") if reps else "?"
             w(
                 f"| {size}×{size} | {n} | {row['oursText']} | {row['refText']} | "
-                f"**{f(row['ratio'], '.2f')}** |"
+                f"{row['ratioText']} |"
             )
         w("")
     w("![lossless rate against frame size](img/lossless_rate.png)\n")
@@ -203,6 +203,19 @@ def _lossless_row(reps: list) -> dict:
     ours_rates = [v["rate"] for v in ours]
     ref_rates = [v["rate"] for v in ref]
     ratios = [a["rate"] / b["rate"] for a, b in zip(ours, ref) if b["rate"]]
+    ours_lim = any(v["sourceLimited"] for v in ours)
+    ref_lim = any(v["sourceLimited"] for v in ref)
+    r = med(ratios)
+    if r is None:
+        ratio_text = "—"
+    elif ours_lim and ref_lim:
+        ratio_text = "— (both took all the simulator sent)"
+    elif ours_lim:
+        ratio_text = f"**≥ {r:.2f}**"
+    elif ref_lim:
+        ratio_text = f"**≤ {r:.2f}**"
+    else:
+        ratio_text = f"**{r:.2f}**"
 
     def text(vals):
         if not vals:
@@ -217,7 +230,8 @@ def _lossless_row(reps: list) -> dict:
     return {
         "ours": med(ours_rates),
         "ref": med(ref_rates),
-        "ratio": med(ratios),
+        "ratio": r,
+        "ratioText": ratio_text,
         "oursText": text(ours),
         "refText": text(ref),
         "oursRuns": runs(ours),

@@ -604,7 +604,8 @@ def bench_cpu(cfg) -> dict:
             for v in order:
                 runs = []
                 for n in (n1, n2) if rep % 2 == 0 else (n2, n1):
-                    r = stream_run_retry(v, size, rate, n)
+                    # The same wait after both lengths, so that it cancels too.
+                    r = stream_run_retry(v, size, rate, n, drain=1.0 + 0.1 * n2 / rate)
                     runs.append(r)
                     log(
                         f"  cpu {size} {v} {n} frames: cpu {r.cpu:.3f}s lossless={r.lossless} "
@@ -901,10 +902,12 @@ def collector_run(impl: str, rate: float, seconds: float, n_producers: int = 4) 
         coll = Proc(f"collector-{impl}-{rate:g}", cmd)
         sleep_sampling(max(0.0, t_ready + std - 0.3 - time.monotonic()), [coll])
         cpu0 = coll.cpu()
-        m = src.wait_for(r"sent (\d+) frames in ([\d.]+) s", std + seconds + 30, [coll])
+        m = src.wait_for(
+            r"sent (\d+) frames in ([\d.]+) s, ([\d.]+) fps", std + seconds + 30, [coll]
+        )
         if not m:
             return {"error": "producers did not finish"}
-        sent = int(m.group(1))
+        sent, achieved = int(m.group(1)), float(m.group(3))
         sleep_sampling(1.0 + 0.1 * seconds, [coll])
         cpu = coll.cpu() - cpu0
         rss = coll.peak_rss
@@ -929,6 +932,8 @@ def collector_run(impl: str, rate: float, seconds: float, n_producers: int = 4) 
         return {
             "rate": rate,
             "sent": sent,
+            "sourceRate": achieved,
+            "sourceOk": achieved >= 0.98 * rate,
             "lossless": lossless,
             "cpu": cpu,
             "cpuPer1000": cpu / sent * 1e6 if sent else 0.0,
@@ -952,12 +957,12 @@ def bench_collector(cfg) -> dict:
             rate = pending[impl]
             r = collector_run(impl, rate, cfg.lossless_seconds)
             log(
-                f"  collector {impl} {rate} fps: {r.get('lossless')} sent={r.get('sent')} "
-                f"stats={r.get('stats')}"
+                f"  collector {impl} {rate} fps: lossless={r.get('lossless')} "
+                f"sent={r.get('sent')} at {r.get('sourceRate')} fps, stats={r.get('stats')}"
             )
             trials[impl].append(r)
             try:
-                pending[impl] = gens[impl].send((bool(r.get("lossless")), True))
+                pending[impl] = gens[impl].send((bool(r.get("lossless")), r.get("sourceOk", True)))
             except StopIteration as stop:
                 out["search"][impl] = stop.value
                 del pending[impl]
@@ -1055,6 +1060,19 @@ def write_report(results: dict, cfg, docs: Path) -> None:
         plot(plot_data, docs / "img" / "lossless_rate.png")
 
 
+def _git_commit() -> str:
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "src"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
+    except OSError:
+        return "unknown"
+    return head + (" (src modified)" if dirty else "")
+
+
 # -- main ------------------------------------------------------------------------------
 
 
@@ -1108,7 +1126,7 @@ def make_config(quick: bool) -> Config:
         quick=False,
         repeats=3,
         search_repeats=2,
-        cpu_points=[(128, 5000, 2500, 20000), (1024, 800, 400, 3200)],
+        cpu_points=[(128, 5000, 2500, 25000), (1024, 800, 400, 4000)],
         nolatency=True,
         sizes=[128, 512, 1024, 2048],
         guesses=guesses,
@@ -1119,7 +1137,7 @@ def make_config(quick: bool) -> Config:
         sim_rates=[1000, 5000, 10000, 20000],
         sim_seconds=4.0,
         collector_search=True,
-        collector_start=4000,
+        collector_start=12500,
         collector_cpu_rate=2000,
         latency_points=[(128, 1000), (1024, 200)],
         latency_seconds=4.0,
@@ -1173,6 +1191,7 @@ def main(argv=None) -> int:
     results = dict(previous) if set(only) != set(BENCHES) else {}
     results["machine"] = machine()
     results["mode"] = "quick" if args.quick else "full"
+    results["commit"] = _git_commit()
     t0 = time.monotonic()
     for name in only:
         log(f"== {name}")
