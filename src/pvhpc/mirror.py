@@ -50,8 +50,8 @@ appearance.
 
 Threads: monitor callbacks run on pvaccess threads and only update ``dst`` and the
 monitor's own counters. One supervisor thread (started by :meth:`MirrorServer.start`)
-probes absent sources, starts monitors, and drops monitors whose source
-disconnected. :meth:`MirrorServer.counts` may be called from any thread.
+polls each source monitor's connection, drops monitors whose source disconnected
+and subscribes again. :meth:`MirrorServer.counts` may be called from any thread.
 """
 
 from __future__ import annotations
@@ -80,11 +80,12 @@ class ChannelCounts:
 
     ``received``: updates delivered by the source monitors; ``published``: updates
     of ``dst``; ``skipped``: first updates of a (re)connected source monitor that
-    repeated the object ``dst`` already held; ``overruns``: source updates the monitors' server queue had to
-    overwrite before the mirror read them; ``errors``: received updates that could
-    not be published; ``connected``: source monitors currently active, of
-    ``n_monitors``; ``reconnects``: times a source monitor was started again after
-    losing its source.
+    repeated the object ``dst`` already held; ``overruns``: source updates the
+    monitors' server queue had to overwrite before the mirror read them;
+    ``errors``: received updates that could not be published; ``connected``:
+    source monitors whose source currently answers, of ``n_monitors``;
+    ``reconnects``: times a source monitor connected again after losing its source.
+    received = published + skipped + errors.
     """
 
     dst: str
@@ -103,9 +104,8 @@ class ChannelCounts:
 class _SourceMonitor:
     """One monitor on a source channel, feeding its :class:`_MirroredChannel`.
 
-    ``step`` runs on the supervisor thread only; ``_on_update`` and the connection
-    callbacks on pvaccess threads. Each counter is written by one thread and read
-    without locking.
+    ``step`` runs on the supervisor thread only; ``_on_update`` on a pvaccess
+    thread. Each counter is written by one thread and read without locking.
     """
 
     def __init__(self, owner: _MirroredChannel, index: int, probe_interval: float):
@@ -115,14 +115,12 @@ class _SourceMonitor:
         self.window = probe_interval
         self.request = owner.mapping.monitor_request()
         self.channel: pva.Channel | None = None
-        # Identifies the current channel, so that a late callback of a discarded
-        # probe cannot mark the current monitor as lost.
-        self.generation = 0
-        self.monitoring = False
-        self.lost = False
+        # channel: subscribed, waiting for the source; connected: source answered.
+        self.connected = False
         self.fresh = False
         self.stamped = False
-        self.probe_started = 0.0
+        self.subscribed_at = 0.0
+        self.retry_at = 0.0
         self.waiting_since = time.monotonic()
         self.notice_at = self.waiting_since + _WAITING_NOTICE_PERIOD
         self.n_received = 0
@@ -141,9 +139,19 @@ class _SourceMonitor:
         return src if n == 1 else f"{src} (monitor {self.index + 1}/{n})"
 
     def step(self, now: float) -> None:
-        """Supervise: drop a lost monitor, probe an absent source, start a monitor."""
-        if self.monitoring:
-            if self.lost:
+        """Supervise: notice a lost source, resubscribe, notice a connection.
+
+        Connection state is polled with ``isConnected()`` rather than reported by a
+        connection callback: pvaccess may run such a callback without the GIL from
+        inside ``Channel.monitor()`` (seen as a fatal "PyThreadState_Get" abort
+        with two monitors on one source).
+        """
+        channel = self.channel
+        if channel is None:
+            if now >= self.retry_at:
+                self._subscribe(now)
+        elif self.connected:
+            if not channel.isConnected():
                 self.drop()
                 self.waiting_since = now
                 self.notice_at = now + _WAITING_NOTICE_PERIOD
@@ -152,60 +160,45 @@ class _SourceMonitor:
                     self.name,
                     self._dst,
                 )
-            return
-        if self.channel is None:
-            self._probe(now)
-        elif self.channel.isConnected():
-            self._start_monitor(now)
-        elif now - self.probe_started >= self.window:
-            # Each unanswered probe waits twice as long as the one before, up to
-            # _MAX_PROBE_WINDOW, so that a far or busy source has time to answer.
+        elif channel.isConnected():
+            self.connected = True
+            self.window = self.probe_interval
+            self.n_connects += 1
+            self.owner.logger.info(
+                "source %s connected after %.1f s; request %s",
+                self.name,
+                now - self.waiting_since,
+                self.request,
+            )
+        elif now - self.subscribed_at >= self.window:
+            # A fresh channel searches at once; a long-lived one backs off further
+            # and further while the source is away. Each unanswered attempt waits
+            # twice as long as the one before, up to _MAX_PROBE_WINDOW, so that a
+            # far or busy source has time to answer.
             self.window = min(self.window * 2, max(_MAX_PROBE_WINDOW, self.probe_interval))
-            self._probe(now)
-        if not self.monitoring and now >= self.notice_at:
+            self._subscribe(now)
+        if not self.connected and now >= self.notice_at:
             self.notice_at = now + _WAITING_NOTICE_PERIOD
             self.owner.logger.warning(
                 "still waiting for source %s (%.0f s)", self.name, now - self.waiting_since
             )
 
-    def _probe(self, now: float) -> None:
-        # A fresh channel searches at once; a long-lived one backs off further and
-        # further while the source is away.
+    def _subscribe(self, now: float) -> None:
+        """Monitor the source on a fresh channel; it connects when the source answers."""
         self.drop()
-        self.generation += 1
-        generation = self.generation
         provider = _PROVIDERS[self.owner.mapping.provider]
         channel = pva.Channel(self.owner.mapping.src, provider)
-        channel.setConnectionCallback(lambda ok: self._on_connection(generation, ok))
-        self.channel = channel
-        self.probe_started = now
-
-    def _start_monitor(self, now: float) -> None:
-        channel = self.channel
-        assert channel is not None
-        self.lost = False
         self.fresh = True
+        self.subscribed_at = now
         try:
             channel.monitor(self._on_update, self.request)
         except pva.PvaException as exc:
             self.owner.logger.error(
                 "cannot monitor source %s with request %r: %s", self.name, self.request, exc
             )
-            self.drop()
+            self.retry_at = now + _MAX_PROBE_WINDOW
             return
-        self.monitoring = True
-        self.window = self.probe_interval
-        self.n_connects += 1
-        self.owner.logger.info(
-            "source %s connected after %.1f s; request %s",
-            self.name,
-            now - self.waiting_since,
-            self.request,
-        )
-
-    def _on_connection(self, generation: int, connected: bool) -> None:
-        if not connected and self.monitoring and generation == self.generation:
-            self.lost = True
+        self.channel = channel
 
     def _on_update(self, pv) -> None:
         self.n_received += 1
@@ -240,7 +233,7 @@ class _SourceMonitor:
     def overruns(self) -> int:
         channel = self.channel
         current = 0
-        if self.monitoring and channel is not None:
+        if self.connected and channel is not None:
             try:
                 current = int(channel.getMonitorCounters().get("nOverruns", 0))
             except pva.PvaException:
@@ -248,20 +241,20 @@ class _SourceMonitor:
         return self.closed_overruns + current
 
     def drop(self) -> None:
-        """Stop monitoring (if we were) and forget the channel."""
+        """Stop the monitor and forget the channel. Supervisor thread, or after it."""
         channel, self.channel = self.channel, None
-        was_monitoring, self.monitoring = self.monitoring, False
+        was_connected, self.connected = self.connected, False
         if channel is None:
             return
-        if was_monitoring:
+        if was_connected:
             try:
                 self.closed_overruns += int(channel.getMonitorCounters().get("nOverruns", 0))
             except pva.PvaException:
                 pass
-            try:
-                channel.stopMonitor()
-            except pva.PvaException:
-                pass
+        try:
+            channel.stopMonitor()
+        except pva.PvaException:
+            pass
 
 
 def _stamp(pv) -> tuple[int, int, int]:
@@ -335,7 +328,7 @@ class _MirroredChannel:
             src=m.src,
             provider=m.provider,
             n_monitors=len(mons),
-            connected=sum(1 for x in mons if x.monitoring),
+            connected=sum(1 for x in mons if x.connected),
             received=sum(x.n_received for x in mons),
             published=sum(x.n_published for x in mons),
             skipped=sum(x.n_skipped for x in mons),
