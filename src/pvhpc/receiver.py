@@ -130,8 +130,10 @@ class Receiver:
     def start(self) -> None:
         """Create the channel and start the monitor; returns at once, connects later."""
         self._channel = pva.Channel(self.channel_name, self.provider)
-        self._channel.setConnectionCallback(self._on_connection)
+        # The callback is set after monitor() returns: set before, pvaccess can run it
+        # without the GIL inside monitor() and abort the process.
         self._channel.monitor(self._on_update, self.request)
+        self._channel.setConnectionCallback(self._on_connection)
 
     def stop(self) -> None:
         """Stop the monitor; after this returns no more objects are delivered."""
