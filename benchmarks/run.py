@@ -475,7 +475,7 @@ def stream_run(
     sqs = sqs if sqs is not None else SERVER_QUEUE.get(size, 500)
     runtime = n_frames / rate
     if std is None:
-        std = 1.2 if n_consumers == 1 else 2.0
+        std = 1.0 if n_consumers == 1 else 2.0
     if drain is None:
         drain = 1.0 + 0.1 * runtime
     wait_quiet()
@@ -692,6 +692,11 @@ def run_searches(
             rate = pending[impl]
             n = max(int(rate * cfg.lossless_seconds), 50)
             r = stream_run_retry(impl, size, rate, n, n_consumers=n_consumers)
+            if not r.lossless and not r.source_ok:
+                # Lossy while the simulator also fell behind: something else took the
+                # CPUs (the machine is shared). Judge the rate on a second run.
+                log(f"  {label} {impl} {rate} fps: lossy with the simulator behind; again")
+                r = stream_run_retry(impl, size, rate, n, n_consumers=n_consumers)
             s = r.stats
             log(
                 f"  {label} {impl} {rate} fps: lossless={r.lossless} sent={r.sent} "
@@ -967,7 +972,7 @@ def bench_collector(cfg) -> dict:
                 out["search"][impl] = stop.value
                 del pending[impl]
     out["trials"] = trials
-    for rep in range(cfg.repeats):
+    for rep in range(cfg.small_repeats):
         for impl in [OURS, REF] if rep % 2 == 0 else [REF, OURS]:
             r = collector_run(impl, cfg.collector_cpu_rate, cfg.lossless_seconds + 2)
             log(
@@ -985,7 +990,7 @@ def bench_latency(cfg) -> dict:
     out = {}
     for size, rate in cfg.latency_points:
         per = {OURS: [], REF: []}
-        for rep in range(cfg.repeats):
+        for rep in range(cfg.small_repeats):
             for impl in [OURS, REF] if rep % 2 == 0 else [REF, OURS]:
                 n = int(rate * cfg.latency_seconds)
                 r = stream_run_retry(impl, size, rate, n, probe=True)
@@ -1080,6 +1085,7 @@ def _git_commit() -> str:
 class Config:
     quick: bool
     repeats: int
+    small_repeats: int  # collector CPU and latency
     search_repeats: int
     cpu_points: list
     nolatency: bool
@@ -1100,11 +1106,12 @@ class Config:
 
 def make_config(quick: bool) -> Config:
     # Where the searches start: near the results of earlier runs on this machine.
-    guesses = {128: 16000, 512: 6300, 1024: 2500, 2048: 630}
+    guesses = {128: 20000, 512: 8000, 1024: 3150, 2048: 800}
     if quick:
         return Config(
             quick=True,
             repeats=1,
+            small_repeats=1,
             search_repeats=1,
             cpu_points=[(128, 5000, 2500, 10000)],
             nolatency=False,
@@ -1125,8 +1132,9 @@ def make_config(quick: bool) -> Config:
     return Config(
         quick=False,
         repeats=3,
+        small_repeats=2,
         search_repeats=2,
-        cpu_points=[(128, 5000, 2500, 25000), (1024, 800, 400, 4000)],
+        cpu_points=[(128, 5000, 2500, 20000), (1024, 800, 400, 4000)],
         nolatency=True,
         sizes=[128, 512, 1024, 2048],
         guesses=guesses,
@@ -1135,7 +1143,7 @@ def make_config(quick: bool) -> Config:
         lossless_seconds=3.0,
         max_rate=40000,
         sim_rates=[1000, 5000, 10000, 20000],
-        sim_seconds=4.0,
+        sim_seconds=3.0,
         collector_search=True,
         collector_start=12500,
         collector_cpu_rate=2000,
@@ -1170,6 +1178,10 @@ def main(argv=None) -> int:
         help="rewrite docs from the results file without running anything",
     )
     args = p.parse_args(argv)
+    # Started in the background by a shell, we inherit SIGINT ignored, and so would
+    # every process we start: the reference's commands then never stop on SIGINT.
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     cfg = make_config(args.quick)
     sys.path.insert(0, str(BENCH))
     # A quick run is a smoke test: it never replaces the full figures in docs/.

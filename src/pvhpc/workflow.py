@@ -46,11 +46,12 @@ import json
 import os
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import yaml
 
+from .channel_map import format_channel_map, parse_channel_map
 from .errors import UsageError
 from .ids import channel_name, format_id, parse_id_list
 
@@ -391,40 +392,6 @@ def _prefix_channels(text: str, prefix: str) -> str:
     return ",".join(items)
 
 
-def _split_top(text: str, sep: str = ",") -> list[str]:
-    """Split at ``sep`` outside parentheses."""
-    parts, depth, current = [], 0, ""
-    for ch in text:
-        if ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-        if ch == sep and depth == 0:
-            parts.append(current)
-            current = ""
-        else:
-            current += ch
-    parts.append(current)
-    return [p.strip() for p in parts]
-
-
-def parse_channel_map(text: str) -> list[list[str]]:
-    """``(dst,src,pva,1000),(…)`` → ``[[dst, src, pva, 1000], …]`` (fields as text)."""
-    entries = []
-    for group in _split_top(text):
-        if not group:
-            continue
-        if not (group.startswith("(") and group.endswith(")")):
-            raise UsageError(f"--channel-map: {group!r} is not (dst,src[,pva|ca[,…]])")
-        fields = _split_top(group[1:-1])
-        if len(fields) < 2 or not fields[0] or not fields[1]:
-            raise UsageError(f"--channel-map: {group!r} needs a destination and a source")
-        entries.append(fields)
-    if not entries:
-        raise UsageError(f"--channel-map: {text!r} maps no channel")
-    return entries
-
-
 def _format_channel_map(entries: list[list[str]]) -> str:
     return ",".join("(" + ",".join(str(f) for f in e) + ")" for e in entries)
 
@@ -490,18 +457,16 @@ def _apply_prefix(stage: Stage, values: dict[str, Any], prefix: str) -> None:
     elif stage.type == "mirror":
         cm = values.get("channel-map")
         if isinstance(cm, list) and all(isinstance(e, list) for e in cm):
-            entries = [list(e) for e in cm]
-        elif isinstance(cm, str):
-            try:
-                entries = parse_channel_map(cm)
-            except UsageError:
-                return  # reported with the line when the stage is checked
-        else:
+            cm = _format_channel_map(cm)
+        if not isinstance(cm, str):
             return
-        for e in entries:
-            if len(e) >= 2:
-                e[0], e[1] = prefix + str(e[0]), prefix + str(e[1])
-        values["channel-map"] = entries
+        try:
+            mappings = parse_channel_map(cm)
+        except UsageError:
+            return  # reported with the line when the stage is checked
+        values["channel-map"] = format_channel_map(
+            [replace(m, dst=prefix + m.dst, src=prefix + m.src) for m in mappings]
+        )
 
 
 def _build_argv(stage: Stage, parser: argparse.ArgumentParser, values: dict, fail_at) -> list[str]:
@@ -638,14 +603,10 @@ def _check_stage(stage: Stage) -> None:
         for m in parse_metadata_pvs(args.metadata_pv):
             stage.provides.append(Endpoint(m.name, m.protocol))
     elif kind == "mirror":
-        for entry in parse_channel_map(args.channel_map or ""):
-            dst, src = entry[0], entry[1]
-            proto = (entry[2] if len(entry) > 2 and entry[2] else "pva").lower()
-            if proto not in ("pva", "ca"):
-                raise UsageError(f"--channel-map: protocol {entry[2]!r} of {dst} is not pva or ca")
-            stage.provides.append(Endpoint(dst))
-            stage.mirrors[dst] = Endpoint(src, proto)
-            stage.requires.append((Endpoint(src, proto), "channel-map"))
+        for m in parse_channel_map(args.channel_map):
+            stage.provides.append(Endpoint(m.dst))
+            stage.mirrors[m.dst] = Endpoint(m.src, m.provider)
+            stage.requires.append((Endpoint(m.src, m.provider), "channel-map"))
 
 
 def _managed_defaults(stage: Stage, values: dict, actions: dict) -> None:
@@ -656,6 +617,8 @@ def _managed_defaults(stage: Stage, values: dict, actions: dict) -> None:
         period = values.get("report-period")
         if not isinstance(period, (int, float)) or isinstance(period, bool) or period <= 0:
             values["report-period"] = DEFAULT_REPORT_PERIOD
+    elif stage.type == "mirror" and "report-period" not in values:
+        values["report-period"] = DEFAULT_REPORT_PERIOD
     elif stage.type == "sim" and "report-period" not in values:
         fps = values.get("frame-rate", 20)
         try:

@@ -122,6 +122,7 @@ class StageProcess:
         self.rate: float | None = None
         self.source_done = False
         self.serving = False
+        self.mirror_counts: dict[str, dict] = {}
 
     def start(self) -> None:
         with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
@@ -171,7 +172,7 @@ class StageProcess:
         return self.popen.poll()
 
     def read_output(self) -> None:
-        """Follow the stdout file: simulator frame counts."""
+        """Follow the stdout file: simulator frame counts, mirror channel counts."""
         try:
             with open(self.out_path, errors="replace") as f:
                 f.seek(self._out_pos)
@@ -185,14 +186,35 @@ class StageProcess:
         lines = text.split("\n")
         self._out_tail = lines.pop()
         for line in lines:
-            if ": serving " in line:
+            if ": serving " in line or ": mirroring " in line:
                 self.serving = True
+            if self.stage.type == "mirror":
+                self._mirror_line(line)
             m = _SENT.search(line)
             if m:
                 self.sent = int(m.group(2))
                 self.rate = float(m.group(4))
                 if m.group(1):
                     self.source_done = True
+
+    def _mirror_line(self, line: str) -> None:
+        # A report row: dst, source, state (one or more words), then received, rate,
+        # published, rate, overruns, rate, errors, reconnects.
+        words = line.split()
+        if len(words) < 11 or words[0] not in self.stage.mirrors:
+            return
+        try:
+            nums = [float(w) for w in words[-8:]]
+        except ValueError:
+            return
+        self.mirror_counts[words[0]] = {
+            "received": int(nums[0]),
+            "published": int(nums[2]),
+            "rate": nums[3],
+            "overruns": int(nums[4]),
+            "errors": int(nums[6]),
+            "state": " ".join(words[2:-8]),
+        }
 
     def final_reports(self) -> dict[int, dict]:
         """The final JSON report of each consumer/collector id (from stdout)."""
@@ -392,8 +414,28 @@ class Runner:
                 rows.append(StageRow(stage.name, state=state, published=proc.sent, rate=proc.rate))
                 continue
             if stage.type == "mirror":
-                state = "running" if proc.running else ("done" if code == 0 else "failed")
-                rows.append(StageRow(stage.name, state=state))
+                proc.read_output()
+                for dst in stage.mirrors:
+                    c = proc.mirror_counts.get(dst)
+                    if code is not None:
+                        state = "done" if code == 0 or proc.stopped_by_us else "failed"
+                    elif c is None:
+                        state = "starting"
+                    else:
+                        state = "ok" if c["state"].endswith("connected") else "waiting"
+                        if c["overruns"] or c["errors"]:
+                            state = "LOSS"
+                    rows.append(
+                        StageRow(
+                            f"{stage.name} {dst}",
+                            state=state,
+                            received=c["received"] if c else None,
+                            overruns=c["overruns"] if c else None,
+                            errors=c["errors"] if c else None,
+                            rate=c["rate"] if c else None,
+                            published=c["published"] if c else None,
+                        )
+                    )
                 continue
             for inst in stage.instances:
                 report = self._report(stage, inst.stage_id, final or code is not None)
@@ -444,8 +486,12 @@ class Runner:
         return True
 
     def _inputs_running(self, stage: Stage) -> bool:
+        """True if every input of ``stage`` is served by a running consumer or collector
+        (a mirror serves its channels only once its own source is up)."""
         ups = self.wf.upstream(stage)
-        return bool(ups) and all(not u.is_source and self.procs[u.name].running for u in ups)
+        return bool(ups) and all(
+            u.type in ("consumer", "collector") and self.procs[u.name].running for u in ups
+        )
 
     def _connected(self, stage: Stage) -> list[str]:
         """Instances of ``stage`` whose status says an input is not connected."""
