@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 
+from .errors import UsageError
+
 __all__ = ["configure_logging", "get_logger"]
 
 _HANDLER_TAG = "_pvhpc_handler"
@@ -20,16 +22,20 @@ def configure_logging(level: str | None, log_file: str | None = None) -> None:
 
     Without a level only warnings and errors are logged; they still reach
     stderr, so problems are never silent. Safe to call more than once: the previous
-    pvhpc handler is replaced, never doubled.
+    pvhpc handler is replaced, never doubled. A log file that cannot be opened
+    raises :class:`UsageError` naming ``--log-file``.
     """
+    try:
+        handler: logging.Handler = (
+            logging.FileHandler(log_file) if log_file else logging.StreamHandler()
+        )
+    except OSError as exc:
+        raise UsageError(f"--log-file: cannot open {log_file!r}: {exc.strerror}") from None
     root = logging.getLogger("pvhpc")
-    for handler in list(root.handlers):
-        if getattr(handler, _HANDLER_TAG, False):
-            root.removeHandler(handler)
-            handler.close()
-    handler: logging.Handler = (
-        logging.FileHandler(log_file) if log_file else logging.StreamHandler()
-    )
+    for old in list(root.handlers):
+        if getattr(old, _HANDLER_TAG, False):
+            root.removeHandler(old)
+            old.close()
     setattr(handler, _HANDLER_TAG, True)
     handler.setFormatter(logging.Formatter(_FORMAT))
     root.addHandler(handler)
