@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 from ..errors import UsageError
 from ..ids import channel_name
@@ -22,6 +23,17 @@ REPORT_SECTIONS = (
     "collector",
     "all",
 )
+
+
+def _seconds(text: str) -> float:
+    """An argparse type: a finite number of seconds (``nan``/``inf`` are mistakes)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds")
+    return value
 
 
 def stage_parser(kind: str, prog: str, description: str) -> argparse.ArgumentParser:
@@ -63,7 +75,7 @@ def stage_parser(kind: str, prog: str, description: str) -> argparse.ArgumentPar
     a(
         "-at",
         "--accumulation-timeout",
-        type=float,
+        type=_seconds,
         default=1.0,
         help="...or until this many seconds passed since the last arrival [1]",
     )
@@ -104,11 +116,11 @@ def stage_parser(kind: str, prog: str, description: str) -> argparse.ArgumentPar
     a("-du", "--distributor-updates", type=int, help="sequential updates per client")
     a("-nds", "--n-distributor-sets", type=int, default=1, help="number of distributor sets [1]")
     a("-mc", "--metadata-channels", help="pva://name,ca://name,name (no prefix: CA)")
-    a("-rt", "--runtime", type=float, default=0.0, help="seconds to run, <=0: until stopped [0]")
+    a("-rt", "--runtime", type=_seconds, default=0.0, help="seconds to run, <=0: until stopped [0]")
     a(
         "-rp",
         "--report-period",
-        type=float,
+        type=_seconds,
         default=0.0,
         help="seconds between reports, <=0: final report only [0]",
     )
