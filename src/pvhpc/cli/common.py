@@ -16,10 +16,27 @@ __all__ = ["Parser", "run_main", "json_object", "positive_int", "add_version"]
 
 
 class Parser(argparse.ArgumentParser):
-    """ArgumentParser whose errors are one line on stderr and exit status 2."""
+    """ArgumentParser whose errors are one line on stderr and exit status 2.
+
+    An unknown option is reported before a missing required one: a mistyped
+    ``--input-chanel X`` must be named as such, not as a missing ``--input-channel``.
+    """
 
     def error(self, message: str):  # noqa: D401 - argparse API
         self.exit(2, f"{self.prog}: error: {message}\n")
+
+    def parse_args(self, args=None, namespace=None):  # noqa: D102 - argparse API
+        required = [a for a in self._actions if a.required]
+        for action in required:
+            action.required = False
+        try:
+            _, extras = self.parse_known_args(args, argparse.Namespace())
+        finally:
+            for action in required:
+                action.required = True
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return super().parse_args(args, namespace)
 
 
 def add_version(parser: argparse.ArgumentParser) -> None:
