@@ -44,7 +44,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     name = args[0]
     if name not in COMMANDS:
-        sys.stderr.write(f"pvhpc: error: unknown command {name!r}\n{_usage()}")
+        sys.stderr.write(
+            f"pvhpc: error: unknown command {name!r} (commands: {', '.join(COMMANDS)}; "
+            "pvhpc -h describes them)\n"
+        )
         return 2
     module = importlib.import_module(f".{COMMANDS[name][0]}", __package__)
     if COMMANDS[name][0] == "inspect":
