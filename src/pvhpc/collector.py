@@ -174,6 +174,8 @@ class Collector(Stage):
         self._last_tracked = None
         super().reset_stats()
 
+    RUNTIME_KEYS = {**Stage.RUNTIME_KEYS, "collectorCacheSize": None}
+
     def configure_runtime(self, config: dict) -> list[str]:
         changed = super().configure_runtime(config)
         if "collectorCacheSize" in config:

@@ -433,8 +433,39 @@ class Stage:
 
     # -- control ---------------------------------------------------------------------
 
+    # Runtime keys of ``configure`` and the smallest value each accepts (None: any).
+    RUNTIME_KEYS: dict[str, int | None] = {
+        "receiverQueueSize": 0,
+        "skipInitialUpdates": 0,
+        "objectIdOffset": 1,
+    }
+
+    def runtime_values(self, config: dict) -> dict[str, int]:
+        """Check every runtime key of a ``configure`` command before any is applied.
+
+        Returns ``{key: int}`` for the keys present; raises ValueError naming the
+        first bad one, so that a refused command changes nothing. Integers, whole
+        numbers and their strings (``"25"``, as PvaPy users write them) are accepted.
+        """
+        values = {}
+        for key, minimum in self.RUNTIME_KEYS.items():
+            if key not in config:
+                continue
+            value = _whole_number(config[key])
+            if value is None:
+                raise ValueError(f"{key} must be an integer, got {config[key]!r}")
+            if minimum is not None and value < minimum:
+                raise ValueError(f"{key} must be >= {minimum}, got {value}")
+            values[key] = value
+        if "receiverQueueSize" in values and self.queue is None:
+            raise ValueError(
+                "receiverQueueSize: this stage runs without a receiver queue "
+                "(start it with --receiver-queue-size >= 0)"
+            )
+        return values
+
     def configure_runtime(self, config: dict) -> list[str]:
-        """Apply the runtime keys of a ``configure`` command; return what changed."""
+        """Apply runtime keys checked by :meth:`runtime_values`; return what changed."""
         changed = []
         if "receiverQueueSize" in config:
             if self.queue is None:
@@ -467,20 +498,39 @@ class Stage:
             if not isinstance(config, dict):
                 return 'configure: args must be a JSON object such as {"x": 100}; nothing changed'
             try:
-                changed = self.configure_runtime(config)
+                changed = self.configure_runtime(self.runtime_values(config))
             except (ValueError, TypeError) as exc:
                 return f"configure: {exc}; nothing changed"
             try:
                 self.processor.configure(config)
             except Exception as exc:  # noqa: BLE001 - user code
                 self.logger.error("processor configure(%s) failed: %s", config, exc)
-                return f"configure: processor rejected {config}: {type(exc).__name__}: {exc}"
+                applied = f" (applied before it: {', '.join(changed)})" if changed else ""
+                return (
+                    f"configure: processor rejected {config}: {type(exc).__name__}: {exc}{applied}"
+                )
             done = ", ".join(changed)
             return f"Configured: {json.dumps(config)}" + (f" ({done})" if done else "")
         known = "configure, reset_stats, get_stats, stop"
         if not command:
             return f"No command given; known commands: {known}"
         return f"Unknown command {command!r}; known commands: {known}. Nothing changed"
+
+
+def _whole_number(value: Any) -> int | None:
+    """``value`` as an int if it is a whole number (or its string), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            return None
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
 
 
 def _timestamp_reader(pv: Any):
