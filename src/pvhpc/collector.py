@@ -85,6 +85,8 @@ class Collector(Stage):
     IDLE_RELEASE = 1.0
 
     def on_tick(self) -> None:
+        for r in self.receivers:
+            r.supervise()
         self.cache.release_idle(self.IDLE_RELEASE)
 
     def start(self) -> None:

@@ -69,6 +69,9 @@ class Consumer(Stage):
         )
         self.receiver.start()
 
+    def on_tick(self) -> None:
+        self.receiver.supervise()
+
     def run(self) -> int:
         """Run until stopped; drain, stop the processor, report; return the exit status."""
         self.start()

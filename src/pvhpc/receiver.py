@@ -46,6 +46,11 @@ def _thread_state_pinner() -> Callable[[], Any]:
     return ensure
 
 
+# While unconnected, a receiver moves its monitor to a fresh channel after this many
+# seconds, then after twice as long each time, up to every PROBE_MAX seconds.
+PROBE_FIRST = 0.25
+PROBE_MAX = 1.0
+
 _pin_thread_state = _thread_state_pinner()
 # Threads whose state is pinned. An ident reused by a later thread only means
 # that thread goes unpinned (slower, still correct).
@@ -124,19 +129,85 @@ class Receiver:
         self._get_id: Callable[[Any], int] | None = None
         self._to_skip = self.skip_initial
         self._channel: Any = None
+        # Each subscription (fresh channel) has its own generation; connection
+        # callbacks of replaced channels are ignored.
+        self._generation = 0
+        self._ever_connected = False
+        self._closed_overruns = 0
+        self._subscribed_at = 0.0
+        self._probe_window = PROBE_FIRST
+        self._stopped = False
         self._last_error_log = 0.0
         self._connection_lock = threading.Lock()
 
     def start(self) -> None:
         """Create the channel and start the monitor; returns at once, connects later."""
-        self._channel = pva.Channel(self.channel_name, self.provider)
+        self._subscribe(time.monotonic())
+
+    def supervise(self, now: float | None = None) -> None:
+        """Follow the connection; while unconnected, move to a fresh channel now and then.
+
+        Called by the stage's main thread every tick. pvAccess searches for an absent
+        channel less and less often (measured: a consumer started 8 s before its
+        source connected 6.4 s after the source appeared, missing hundreds of
+        frames), and the beacons that would cut the back-off short reach only one
+        client per host when they are unicast. A fresh channel searches at once: so
+        while unconnected the monitor is moved to a fresh channel ``PROBE_FIRST``
+        seconds after subscribing or losing the source, then after twice as long
+        each time, up to every ``PROBE_MAX`` seconds.
+
+        The connection is also polled here: a connection made inside ``monitor()``,
+        before the callback could be set, is never reported by a callback.
+        """
+        if self._stopped:
+            return
+        now = time.monotonic() if now is None else now
+        channel = self._channel
+        try:
+            up = channel is not None and bool(channel.isConnected())
+        except pva.PvaException:
+            up = False
+        if up != self.connected:
+            self._on_connection(up, self._generation, polled=True)
+        if up:
+            self._probe_window = PROBE_FIRST
+        elif now - self._subscribed_at >= self._probe_window:
+            self._probe_window = min(self._probe_window * 2, PROBE_MAX)
+            self._subscribe(now)
+
+    def _subscribe(self, now: float) -> None:
+        """Monitor the channel on a fresh ``pvaccess.Channel`` (main thread)."""
+        self._drop()
+        with self._connection_lock:
+            self._generation += 1
+            generation = self._generation
+            self._ever_connected = False
+        channel = pva.Channel(self.channel_name, self.provider)
+        # The first update of a fresh monitor is the source's current object.
+        self._to_skip = self.skip_initial
+        self._subscribed_at = now
+        channel.monitor(self._on_update, self.request)
         # The callback is set after monitor() returns: set before, pvaccess can run it
         # without the GIL inside monitor() and abort the process.
-        self._channel.monitor(self._on_update, self.request)
-        self._channel.setConnectionCallback(self._on_connection)
+        channel.setConnectionCallback(lambda up: self._on_connection(up, generation))
+        self._channel = channel
+
+    def _drop(self) -> None:
+        channel, self._channel = self._channel, None
+        if channel is None:
+            return
+        try:
+            self._closed_overruns += int(channel.getMonitorCounters().get("nOverruns", 0))
+        except pva.PvaException:
+            pass
+        try:
+            channel.stopMonitor()
+        except pva.PvaException as exc:
+            self.logger.debug("stopping monitor on %s: %s", self.channel_name, exc)
 
     def stop(self) -> None:
         """Stop the monitor; after this returns no more objects are delivered."""
+        self._stopped = True
         if self._channel is not None:
             try:
                 self._channel.stopMonitor()
@@ -146,14 +217,14 @@ class Receiver:
     @property
     def n_overruns(self) -> int:
         """Updates the server replaced before we read them (from the monitor counters)."""
-        if self._channel is None:
-            return 0
-        try:
-            return (
-                int(self._channel.getMonitorCounters().get("nOverruns", 0)) - self.n_overruns_base
-            )
-        except pva.PvaException:
-            return 0
+        current = 0
+        channel = self._channel
+        if channel is not None:
+            try:
+                current = int(channel.getMonitorCounters().get("nOverruns", 0))
+            except pva.PvaException:
+                current = 0
+        return self._closed_overruns + current - self.n_overruns_base
 
     def source_id(self, timeout: float = 2.0) -> int | None:
         """The object id the source holds now (a get), or None if it cannot be read."""
@@ -175,15 +246,27 @@ class Receiver:
         """Change ``--skip-initial-updates``; applies from the next (re)connection."""
         self.skip_initial = max(0, int(n))
 
-    def _on_connection(self, connected: bool) -> None:
-        with self._connection_lock:  # called from more than one pvaccess thread
-            was_connected, self.connected = self.connected, bool(connected)
+    def _on_connection(self, connected: bool, generation: int, polled: bool = False) -> None:
+        # From pvaccess threads (callback) or the main thread (polled).
+        with self._connection_lock:
+            if generation != self._generation or connected == self.connected:
+                return  # a replaced channel, or a change already seen
+            self.connected = connected
+            again = connected and self._ever_connected
+            if connected:
+                self._ever_connected = True
+                self.n_connects += 1
+            else:
+                # Give pvAccess's own reconnection a moment before probing.
+                self._subscribed_at = time.monotonic()
+                self._probe_window = PROBE_FIRST
         if connected:
-            self.n_connects += 1
-            # A reconnected source sends its current value first, like a new one.
-            self._to_skip = self.skip_initial
+            if again and not polled:
+                # The same channel reconnected: its monitor sends the source's current
+                # value first, like a new one. (A fresh subscription already skips it.)
+                self._to_skip = self.skip_initial
             self.logger.info("connected to %s", self.channel_name)
-        elif was_connected:
+        else:
             self.logger.warning(
                 "lost connection to %s; waiting for it to come back", self.channel_name
             )
