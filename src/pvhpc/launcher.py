@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
-import queue as queue_mod
+import multiprocessing.connection as mp_connection
 import signal
 import threading
 import time
@@ -69,12 +69,19 @@ def run_single(config: StageConfig, factory: StageFactory, print_reports: bool =
 def _child_main(
     config: StageConfig,
     factory: StageFactory,
-    stop_event,
-    reports,
+    stop_conn,
+    report_conn,
     log_level: str | None,
     log_file: str | None,
 ) -> None:
-    """Entry point of a child process (spawned)."""
+    """Entry point of a child process (spawned).
+
+    ``stop_conn`` (read end) delivers the parent's stop request, or EOF if the
+    parent died; ``report_conn`` (write end) carries this child's snapshots. Each
+    child has pipes of its own: a child killed while using one (SIGKILL, OOM)
+    cannot leave a lock held that its siblings or the parent would wait on, as a
+    queue or event shared by all children can.
+    """
     import sys
 
     configure_logging(log_level, log_file)
@@ -86,12 +93,23 @@ def _child_main(
     except Exception as exc:  # noqa: BLE001
         sys.stderr.write(f"{config.kind} {config.stage_id}: error: {exc}\n")
         sys.exit(2)
-    stage.report_sink = reports.put
+
+    def send_report(snapshot: dict) -> None:
+        try:
+            report_conn.send(snapshot)
+        except (OSError, ValueError):  # the parent is gone: nobody to report to
+            pass
+
+    stage.report_sink = send_report
     signal.signal(signal.SIGTERM, lambda *_: stage.request_stop("signal SIGTERM"))
 
     def watch_parent():
-        stop_event.wait()
-        stage.request_stop("stopped by the parent process")
+        try:
+            stop_conn.recv()
+            reason = "stopped by the parent process"
+        except (EOFError, OSError):
+            reason = "the parent process is gone"
+        stage.request_stop(reason)
 
     threading.Thread(target=watch_parent, daemon=True).start()
     try:
@@ -109,26 +127,37 @@ def run_group(
     # Check the processor in the parent, so a mistake is one line before any spawn.
     load_processor_class(configs[0].processor_file, configs[0].processor_class)
     ctx = mp.get_context("spawn")
-    reports = ctx.Queue()
-    stop_event = ctx.Event()
     kind = configs[0].kind
     id_name = f"{kind}Id"
     children = {}
+    stop_conns = {}
+    readers: dict = {}  # report pipe (read end) -> stage id, while the child may write
     for cfg in configs:
+        stop_r, stop_w = ctx.Pipe(duplex=False)
+        report_r, report_w = ctx.Pipe(duplex=False)
         p = ctx.Process(
             target=_child_main,
             name=f"{kind}-{cfg.stage_id}",
-            args=(cfg, factory, stop_event, reports, log_level, log_file),
+            args=(cfg, factory, stop_r, report_w, log_level, log_file),
         )
         p.start()
+        # The child has its own copies: closing ours lets EOF tell us it is gone.
+        stop_r.close()
+        report_w.close()
         children[cfg.stage_id] = p
+        stop_conns[cfg.stage_id] = stop_w
+        readers[report_r] = cfg.stage_id
     stopping = {"reason": ""}
 
     def stop(reason: str) -> None:
         if not stopping["reason"]:
             stopping["reason"] = reason
             logger.info("stopping all %ss: %s", kind, reason)
-        stop_event.set()
+        for conn in stop_conns.values():
+            try:
+                conn.send("stop")
+            except (OSError, ValueError):  # that child is gone already
+                pass
 
     _install_stop_handlers(stop)
     cfg0 = configs[0]
@@ -138,15 +167,25 @@ def run_group(
     period = cfg0.report_period if cfg0.report_period > 0 else None
     next_report = time.monotonic() + period if period else None
     deadline = time.monotonic() + cfg0.runtime + 30 if cfg0.runtime > 0 else None
-    while True:
-        try:
-            snap = reports.get(timeout=0.2)
+
+    def collect(timeout: float) -> None:
+        if not readers:
+            time.sleep(timeout)
+            return
+        for conn in mp_connection.wait(list(readers), timeout):
+            try:
+                snap = conn.recv()
+            except (EOFError, OSError):  # the child exited (or died)
+                readers.pop(conn, None)
+                conn.close()
+                continue
             sid = snap.get(id_name)
             latest[sid] = snap
             if snap.get("final"):
                 finals[sid] = snap
-        except queue_mod.Empty:
-            pass
+
+    while True:
+        collect(0.2)
         for sid, p in children.items():
             if p.exitcode is not None and p.exitcode != 0 and sid not in failed:
                 how = (
@@ -173,16 +212,10 @@ def run_group(
         if deadline is not None and now > deadline:
             stop("runtime exceeded; stopping children that did not stop by themselves")
             deadline = None
-    # Children have exited: collect any snapshot still in the pipe.
-    while True:
-        try:
-            snap = reports.get(timeout=0.2)
-        except queue_mod.Empty:
-            break
-        sid = snap.get(id_name)
-        latest[sid] = snap
-        if snap.get("final"):
-            finals[sid] = snap
+    # Children have exited: collect every snapshot still in the pipes (until EOF).
+    end = time.monotonic() + 5
+    while readers and time.monotonic() < end:
+        collect(0.2)
     for p in children.values():
         p.join()
     shown = [finals.get(k) or latest[k] for k in sorted(latest)]
