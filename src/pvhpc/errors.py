@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["UsageError"]
+__all__ = ["UsageError", "ProcessorError"]
 
 
 class UsageError(Exception):
@@ -10,4 +10,12 @@ class UsageError(Exception):
 
     The message names the option and the bad value; the CLI prints it as one line
     on stderr and exits with status 2.
+    """
+
+
+class ProcessorError(Exception):
+    """The user's processor failed where the stage cannot go on (in ``start()``).
+
+    The message is complete (it names the method and the processor's exception):
+    the runtime prints it as it is, on one line, and exits non-zero.
     """

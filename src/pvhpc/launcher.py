@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
+from .errors import ProcessorError
 from .log import configure_logging
 from .processor import create_processor, load_processor_class
 from .report import print_report
@@ -61,9 +62,16 @@ def run_single(config: StageConfig, factory: StageFactory, print_reports: bool =
     except Exception as exc:  # noqa: BLE001 - e.g. processor start() failed
         logger.debug("stage failed", exc_info=True)
         logging.getLogger("pvhpc").error(
-            "%s %s failed: %s: %s", config.kind, config.stage_id, type(exc).__name__, exc
+            "%s %s failed: %s", config.kind, config.stage_id, _describe(exc)
         )
         return 1
+
+
+def _describe(exc: Exception) -> str:
+    """One line for a stage that failed: a ProcessorError's message says it all."""
+    if isinstance(exc, ProcessorError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _child_main(
@@ -115,7 +123,7 @@ def _child_main(
     try:
         status = stage.run()
     except Exception as exc:  # noqa: BLE001
-        sys.stderr.write(f"{config.kind} {config.stage_id}: error: {type(exc).__name__}: {exc}\n")
+        sys.stderr.write(f"{config.kind} {config.stage_id}: error: {_describe(exc)}\n")
         status = 1
     sys.exit(status)
 

@@ -21,6 +21,7 @@ from typing import Any
 import pvaccess as pva
 
 from .channels import DataPublisher, StageServer
+from .errors import ProcessorError
 from .processor import pva_type_for
 from .receiver import ReceiverQueue
 from .request import monitor_request
@@ -272,7 +273,10 @@ class Stage:
         )
         for m in self.metadata:
             m.start()
-        self.processor.start()
+        try:
+            self.processor.start()
+        except Exception as exc:  # noqa: BLE001 - user code: one clear line, then exit
+            raise ProcessorError(f"processor start() failed: {type(exc).__name__}: {exc}") from exc
         if self.queue is not None:
             self._processing_thread = threading.Thread(
                 target=self._processing_loop, name="processing", daemon=True
