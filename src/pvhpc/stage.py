@@ -517,7 +517,7 @@ class Stage:
             return f"Configured: {json.dumps(config)}" + (f" ({done})" if done else "")
         known = "configure, reset_stats, get_stats, stop"
         if not command:
-            return f"No command given; known commands: {known}"
+            return f"No command given; known commands: {known}. Nothing changed"
         return f"Unknown command {command!r}; known commands: {known}. Nothing changed"
 
 
