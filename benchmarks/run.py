@@ -47,22 +47,12 @@ from pathlib import Path
 
 import psutil
 
+from pvhpc.loopback import LOOPBACK_ENV as LOOPBACK_DEFAULTS
+
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks"
 PY = sys.executable
 LOOPBACK_ENV = ROOT.parent / "shared" / "epics-loopback.env"
-LOOPBACK_DEFAULTS = {
-    "EPICS_PVA_ADDR_LIST": "127.0.0.1",
-    "EPICS_PVA_AUTO_ADDR_LIST": "NO",
-    "EPICS_PVAS_INTF_ADDR_LIST": "127.0.0.1",
-    "EPICS_PVAS_BEACON_ADDR_LIST": "127.0.0.1",
-    "EPICS_PVAS_AUTO_BEACON_ADDR_LIST": "NO",
-    "EPICS_CA_ADDR_LIST": "127.0.0.1",
-    "EPICS_CA_AUTO_ADDR_LIST": "NO",
-    "EPICS_CAS_INTF_ADDR_LIST": "127.0.0.1",
-    "EPICS_CAS_BEACON_ADDR_LIST": "127.0.0.1",
-    "EPICS_CAS_AUTO_BEACON_ADDR_LIST": "NO",
-}
 
 OURS, REF, FLOOR, OURS_NOLAT = "ours", "reference", "floor", "ours-nolatency"
 REF_CONSUMER = [PY, "-c", "from pvapy.cli.hpcConsumer import main; main()"]
@@ -109,7 +99,7 @@ N_DISTINCT = {128: 100, 512: 50, 1024: 20, 2048: 10}
 
 def loopback_env() -> dict:
     env = dict(os.environ)
-    values = dict(LOOPBACK_DEFAULTS)
+    values = dict(LOOPBACK_DEFAULTS)  # the developers' file, when present, has the last word
     if LOOPBACK_ENV.is_file():
         for line in LOOPBACK_ENV.read_text().splitlines():
             line = line.strip()

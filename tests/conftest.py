@@ -10,18 +10,8 @@ import os
 import sys
 from pathlib import Path
 
-LOOPBACK_ENV = {
-    "EPICS_PVA_ADDR_LIST": "127.0.0.1",
-    "EPICS_PVA_AUTO_ADDR_LIST": "NO",
-    "EPICS_PVAS_INTF_ADDR_LIST": "127.0.0.1",
-    "EPICS_PVAS_BEACON_ADDR_LIST": "127.0.0.1",
-    "EPICS_PVAS_AUTO_BEACON_ADDR_LIST": "NO",
-    "EPICS_CA_ADDR_LIST": "127.0.0.1",
-    "EPICS_CA_AUTO_ADDR_LIST": "NO",
-    "EPICS_CAS_INTF_ADDR_LIST": "127.0.0.1",
-    "EPICS_CAS_BEACON_ADDR_LIST": "127.0.0.1",
-    "EPICS_CAS_AUTO_BEACON_ADDR_LIST": "NO",
-}
+from pvhpc.loopback import LOOPBACK_ENV  # imports nothing else: pvaccess not loaded yet
+
 os.environ.update(LOOPBACK_ENV)
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -7,13 +7,17 @@ Users write processor classes against :class:`UserDataProcessor` and run them wi
 
 from ._version import __version__
 from .errors import UsageError
-from .processor import UserDataProcessor
 
 __all__ = ["UserDataProcessor", "UsageError", "Simulator", "SimulatorConfig", "__version__"]
 
 
 def __getattr__(name: str):
-    # The simulator pulls in numpy and the codecs; load it only when asked for.
+    # Load pvaccess, numpy and the codecs only when asked for: ``pvhpc.loopback`` must
+    # be importable before pvaccess, so a harness can pin the network first.
+    if name == "UserDataProcessor":
+        from .processor import UserDataProcessor
+
+        return UserDataProcessor
     if name in ("Simulator", "SimulatorConfig"):
         from . import simulator
 

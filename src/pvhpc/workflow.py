@@ -54,6 +54,7 @@ import yaml
 from .channel_map import format_channel_map, parse_channel_map
 from .errors import UsageError
 from .ids import channel_name, format_id, parse_id_list
+from .loopback import LOOPBACK_ENV
 
 __all__ = [
     "WorkflowError",
@@ -78,18 +79,6 @@ MANAGED = {"report-format": "pvhpc run reads the stages' reports as JSON; remove
 #: Seconds between status updates of consumers and collectors when the file gives none.
 DEFAULT_REPORT_PERIOD = 1.0
 
-LOOPBACK_ENV = {
-    "EPICS_PVA_ADDR_LIST": "127.0.0.1",
-    "EPICS_PVA_AUTO_ADDR_LIST": "NO",
-    "EPICS_PVAS_INTF_ADDR_LIST": "127.0.0.1",
-    "EPICS_PVAS_BEACON_ADDR_LIST": "127.0.0.1",
-    "EPICS_PVAS_AUTO_BEACON_ADDR_LIST": "NO",
-    "EPICS_CA_ADDR_LIST": "127.0.0.1",
-    "EPICS_CA_AUTO_ADDR_LIST": "NO",
-    "EPICS_CAS_INTF_ADDR_LIST": "127.0.0.1",
-    "EPICS_CAS_BEACON_ADDR_LIST": "127.0.0.1",
-    "EPICS_CAS_AUTO_BEACON_ADDR_LIST": "NO",
-}
 
 
 class WorkflowError(UsageError):

@@ -1,0 +1,32 @@
+"""The EPICS settings that keep every PVA and CA search, beacon and server on loopback.
+
+Tests, the demo and the benchmarks run with these (the values of the developers'
+``shared/epics-loopback.env``). A user's own EPICS environment is never changed by
+our commands: ``pvhpc run`` applies them only for a workflow that says
+``network: loopback``. This module imports nothing, so a test harness can set the
+environment before pvaccess is loaded.
+"""
+
+from __future__ import annotations
+
+import os
+
+LOOPBACK_ENV: dict[str, str] = {
+    "EPICS_PVA_ADDR_LIST": "127.0.0.1",
+    "EPICS_PVA_AUTO_ADDR_LIST": "NO",
+    "EPICS_PVAS_INTF_ADDR_LIST": "127.0.0.1",
+    "EPICS_PVAS_BEACON_ADDR_LIST": "127.0.0.1",
+    "EPICS_PVAS_AUTO_BEACON_ADDR_LIST": "NO",
+    "EPICS_CA_ADDR_LIST": "127.0.0.1",
+    "EPICS_CA_AUTO_ADDR_LIST": "NO",
+    "EPICS_CAS_INTF_ADDR_LIST": "127.0.0.1",
+    "EPICS_CAS_BEACON_ADDR_LIST": "127.0.0.1",
+    "EPICS_CAS_AUTO_BEACON_ADDR_LIST": "NO",
+}
+
+
+def loopback_env(base: dict[str, str] | None = None) -> dict[str, str]:
+    """A copy of ``base`` (default: this process's environment) pinned to loopback."""
+    env = dict(os.environ if base is None else base)
+    env.update(LOOPBACK_ENV)
+    return env
