@@ -278,6 +278,19 @@ def _source_limited(rep: dict, impl: str) -> bool:
     return bool(above) and bool(above[0]["lossless"])
 
 
+def _bounded_ratio_text(r, ours_limited: bool, ref_limited: bool) -> str:
+    """A lossless-rate ratio, as a bound where a side was held back by its source."""
+    if r is None:
+        return "—"
+    if ours_limited and ref_limited:
+        return "— (both took all the simulator sent)"
+    if ours_limited:
+        return f"**≥ {r:.2f}**"
+    if ref_limited:
+        return f"**≤ {r:.2f}**"
+    return f"**{r:.2f}**"
+
+
 def _lossless_row(reps: list) -> dict:
     def values(impl):
         return [
@@ -293,16 +306,7 @@ def _lossless_row(reps: list) -> dict:
     ours_lim = any(v["sourceLimited"] for v in ours)
     ref_lim = any(v["sourceLimited"] for v in ref)
     r = med(ratios)
-    if r is None:
-        ratio_text = "—"
-    elif ours_lim and ref_lim:
-        ratio_text = "— (both took all the simulator sent)"
-    elif ours_lim:
-        ratio_text = f"**≥ {r:.2f}**"
-    elif ref_lim:
-        ratio_text = f"**≤ {r:.2f}**"
-    else:
-        ratio_text = f"**{r:.2f}**"
+    ratio_text = _bounded_ratio_text(r, ours_lim, ref_lim)
 
     def text(vals):
         if not vals:
@@ -401,7 +405,7 @@ def _collector_memory_section(w, results: dict) -> None:
         so, sr = s.get(OURS, {}), s.get(REF, {})
         w(
             f"| highest lossless rate, fps | {_rate_text(so)} | {_rate_text(sr)} | "
-            f"**{f(ratio(so.get('rate'), sr.get('rate')), '.2f')}** |"
+            f"{_bounded_ratio_text(ratio(so.get('rate'), sr.get('rate')), bool(so.get('sourceLimited')), bool(sr.get('sourceLimited')))} |"
         )
         w(
             f"| CPU per 1000 frames at {rate} fps, ms | {f(c_ours)} | "

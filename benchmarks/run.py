@@ -635,16 +635,22 @@ def search(start: float, top: float):
     (2, 4, 8… ladder steps) until it has a passing rate and a failing one above it,
     then bisects to adjacent steps. A run that was lossless although the simulator
     fell short ends the search once a rate has passed: above that, the simulator,
-    not the consumer, is the limit (``sourceLimited``).
+    not the consumer, is the limit (``sourceLimited``); the rate it did achieve is then
+    the lower bound reported, when higher than the last passing step (a gallop may
+    have jumped over several steps the consumer would have passed). The sender may
+    add the achieved rate as a third item: ``(lossless, source_ok, achieved)``.
     """
     lo, hi = None, None  # highest index that passed, lowest that failed
     i = ladder_index(start)
     top_i = ladder_index(top)
     step = 2  # doubles while the search keeps moving one way
     limited = False
+    achieved = 0.0  # best rate a lossless run got from a simulator that fell short
 
     def done(source_limited=False):
         rate = LADDER[lo] if lo is not None else 0
+        if source_limited and achieved > rate:
+            rate = round(achieved)
         return {"rate": rate, "sourceLimited": source_limited}
 
     while True:
@@ -654,7 +660,7 @@ def search(start: float, top: float):
             return done(True)
         if i < 0:
             return done()
-        lossless, source_ok = yield LADDER[i]
+        lossless, source_ok, *rest = yield LADDER[i]
         if lossless and source_ok:
             lo = i
             i = min(i + step, top_i + 1) if hi is None else (lo + hi) // 2
@@ -662,6 +668,7 @@ def search(start: float, top: float):
             hi = i
             if lossless:  # the simulator fell short, the consumer did not
                 limited = True
+                achieved = max(achieved, float(rest[0] or 0) if rest else 0.0)
                 if lo is not None:
                     return done(True)
             i = max(i - step, -1) if lo is None else (lo + hi) // 2
@@ -706,7 +713,7 @@ def run_searches(
             try:
                 # On 2 cores the source and the consumers share the CPUs: a run counts
                 # only if the simulator also achieved the rate.
-                pending[impl] = gens[impl].send((r.lossless, r.source_ok))
+                pending[impl] = gens[impl].send((r.lossless, r.source_ok, r.sim_rate))
             except StopIteration as stop:
                 result[impl] = stop.value
                 del pending[impl]
@@ -957,7 +964,9 @@ def bench_collector(cfg) -> dict:
             )
             trials[impl].append(r)
             try:
-                pending[impl] = gens[impl].send((bool(r.get("lossless")), r.get("sourceOk", True)))
+                pending[impl] = gens[impl].send(
+                    (bool(r.get("lossless")), r.get("sourceOk", True), r.get("sourceRate"))
+                )
             except StopIteration as stop:
                 out["search"][impl] = stop.value
                 del pending[impl]
