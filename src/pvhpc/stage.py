@@ -266,17 +266,23 @@ class Stage:
                 self.publisher.create(out_type)
 
     def start_common(self) -> None:
-        """Start servers, metadata monitors, the processor and the processing thread."""
-        self.server.setup_control(self.config.control_channel, self.handle_command)
-        self.server.setup_status(
-            self.config.status_channel, self.stats(), {"userStats": self._user_stats_types()}
-        )
+        """Start metadata monitors, the processor, the status and control channels and
+        the processing thread.
+
+        The status and control channels come up only once the processor's start()
+        returned: a status that answers means the stage is ready (``pvhpc run`` and
+        the tests wait on it), and configure() is never called before start().
+        """
         for m in self.metadata:
             m.start()
         try:
             self.processor.start()
         except Exception as exc:  # noqa: BLE001 - user code: one clear line, then exit
             raise ProcessorError(f"processor start() failed: {type(exc).__name__}: {exc}") from exc
+        self.server.setup_control(self.config.control_channel, self.handle_command)
+        self.server.setup_status(
+            self.config.status_channel, self.stats(), {"userStats": self._user_stats_types()}
+        )
         if self.queue is not None:
             self._processing_thread = threading.Thread(
                 target=self._processing_loop, name="processing", daemon=True
