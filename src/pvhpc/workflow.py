@@ -80,7 +80,6 @@ MANAGED = {"report-format": "pvhpc run reads the stages' reports as JSON; remove
 DEFAULT_REPORT_PERIOD = 1.0
 
 
-
 class WorkflowError(UsageError):
     """A mistake in a workflow file; the message starts with ``file:line:``."""
 
@@ -226,6 +225,8 @@ class ConsumerSet:
     label: str
     members: list[tuple[Stage, int]]
     channels: list[str]
+    #: (group, set) of the distributor request the members share; None without it.
+    distributor: tuple | None = None
 
 
 @dataclass
@@ -312,7 +313,8 @@ class Workflow:
                     key = (stage.name, inst.stage_id)
                     label = f"{stage.name} {inst.stage_id}"
                 if key not in sets:
-                    sets[key] = ConsumerSet(label, [], list(inst.inputs))
+                    distributor = inst.distributor if stage.type == "consumer" else None
+                    sets[key] = ConsumerSet(label, [], list(inst.inputs), distributor)
                 elif stage.name not in sets[key].label:
                     sets[key].label += f" + {stage.name}"
                 sets[key].members.append((stage, inst.stage_id))

@@ -13,8 +13,19 @@
    draining what it holds before the next one is stopped.
 5. A summary gives every stage's final numbers and checks the loss invariant of
    SPEC §5 for every consumer set: frames published on its input = processed +
-   missed + rejected + errors. Exit status 1 if frames vanished unaccounted or a
-   stage failed, else 0.
+   missed + rejected + errors. A set that accounts for *more* frames than were
+   published gets a WARNING line with the likely cause (most often a foreign client
+   in the same distributor group and set, which takes frames the set then counts
+   as missed) and what to do.
+
+Exit status (see :func:`judge`):
+
+- 0: every frame is accounted for (frames counted as missed, rejected or errors
+  are accounted for; the RESULT line says how many);
+- 1: frames vanished unaccounted, or a stage failed (to start, or while running);
+- 2: a mistake on the command line or in the workflow file; nothing was started;
+- 3: every frame is accounted for, but with warnings: some set counted more frames
+  than were published, so its missed count, and the check, cannot be trusted.
 
 Every stage's output goes to ``<log-dir>/<stage>.out`` and ``.err``.
 """
@@ -266,6 +277,10 @@ class SetCheck:
     skipped: int = 0
     overruns: int = 0
     missing_reports: list[str] = field(default_factory=list)
+    #: Members that reported numbers (0: the set never ran, nothing to check).
+    reported: int = 0
+    #: Labels of the sets whose stages publish this set's input channels.
+    fed_by: list[str] = field(default_factory=list)
 
     @property
     def accounted(self) -> int:
@@ -276,8 +291,133 @@ class SetCheck:
         return 0 if self.published is None else max(0, self.published - self.accounted)
 
     @property
+    def extra(self) -> int:
+        """Frames accounted for beyond those published: the counts cannot be trusted."""
+        return 0 if self.published is None else max(0, self.accounted - self.published)
+
+    @property
     def balanced(self) -> bool:
         return self.published is not None and self.accounted >= self.published
+
+
+#: Exit statuses of ``pvhpc run`` (2 is a usage or workflow-file mistake).
+EXIT_OK = 0
+EXIT_LOST = 1
+EXIT_WARNINGS = 3
+
+
+def judge(checks: list[SetCheck], failed: list[str], early: bool) -> tuple[list[str], int]:
+    """The loss-check lines of the summary and the exit status, from the sets' checks.
+
+    ``failed`` names the stages that ended with an error, ``early`` says the
+    workflow stopped while a source was still publishing. Status
+    :data:`EXIT_LOST` if frames vanished unaccounted or a stage failed;
+    :data:`EXIT_WARNINGS` if every frame is accounted for but a set counted
+    more frames than were published (its missed count is then wrong, so the
+    check proves nothing for it); else :data:`EXIT_OK`. Pure: no I/O.
+    """
+    lines = ["loss check, per consumer set: published = processed + missed + rejected + errors"]
+    warnings: list[str] = []
+    over = {c.cset.label for c in checks if c.extra and c.reported}
+    total_unaccounted = 0
+    total_lost = 0
+    for check in checks:
+        cset = check.cset
+        where = ", ".join(cset.channels)
+        parts = (
+            f"{check.processed} processed + {check.missed} missed + "
+            f"{check.rejected} rejected + {check.errors} errors"
+        )
+        if check.skipped:
+            parts += f" + {check.skipped} skipped"
+        if check.missing_reports and not check.reported:
+            lines.append(
+                f"  -     {cset.label} <- {where}: no numbers from "
+                f"{', '.join(check.missing_reports)} (it did not run), not checked"
+            )
+            continue
+        if check.published is None:
+            lines.append(
+                f"  -     {cset.label} <- {where}: {check.accounted} accounted "
+                f"({parts}); frames published there unknown, not checked"
+            )
+            continue
+        loss = check.missed + check.rejected + check.errors
+        if check.unaccounted:
+            mark = "LOST "
+            total_unaccounted += check.unaccounted
+            tail = f"  -> {check.unaccounted} frame(s) UNACCOUNTED FOR"
+        elif check.extra:
+            mark = "extra"
+            tail = f"  -> {check.extra} more than published"
+            warnings.append(_over_accounting_warning(check, over))
+        else:
+            mark = "ok   " if not loss else "loss "
+            tail = f"  ({loss} lost, all counted)" if loss else ""
+            total_lost += loss
+        lines.append(
+            f"  {mark} {cset.label} <- {where}: {check.published} published = {parts}{tail}"
+        )
+        if check.missing_reports:
+            lines.append(f"        no final numbers from {', '.join(check.missing_reports)}")
+    lines += warnings
+    status = EXIT_OK
+    if total_unaccounted:
+        status = EXIT_LOST
+        note = (
+            " (stopped while the source was still publishing: frames in flight at "
+            "that moment cannot be delivered)"
+            if early
+            else ""
+        )
+        lines.append(f"RESULT: {total_unaccounted} frame(s) vanished unaccounted{note}")
+    if failed:
+        status = EXIT_LOST
+        lines.append(f"RESULT: stage(s) failed: {', '.join(failed)}")
+    if status == EXIT_OK and warnings:
+        status = EXIT_WARNINGS
+        lines.append(
+            f"RESULT: every frame is accounted for, with warnings: {len(warnings)} consumer "
+            "set(s) counted more frames than were published, so their missed counts are "
+            "wrong (see WARNING above)"
+        )
+    elif status == EXIT_OK:
+        lost = f" ({total_lost} of them counted as lost)" if total_lost else ""
+        lines.append(f"RESULT: ok, every frame is accounted for{lost}")
+    return lines, status
+
+
+def _over_accounting_warning(check: SetCheck, over: set[str]) -> str:
+    """One line saying which set over-counted, the likely cause and what to do."""
+    cset = check.cset
+    head = (
+        f"WARNING: {cset.label} <- {', '.join(cset.channels)} accounts for {check.extra} "
+        f"frame(s) more than were published: its missed count includes frames that were "
+        f"never meant for it."
+    )
+    upstream = [label for label in check.fed_by if label in over]
+    if upstream:
+        return (
+            f"{head} Its producers did not publish those ids: this follows from the "
+            f"over-counting of {', '.join(upstream)}; fix that one."
+        )
+    if cset.distributor is not None:
+        group, set_name = cset.distributor
+        request = ", ".join(
+            f"{k} {v!r}" for k, v in (("group", group), ("set", set_name)) if v is not None
+        )
+        return (
+            f"{head} Likely cause: another client reads {cset.channels[0]} through the "
+            f"distributor in the same group and set ({request or 'the default ones'}), e.g. "
+            f"a second copy of this workflow or a consumer started by hand, and took part of "
+            f"the stream. Give this workflow's consumers a distributor-group of their own "
+            f"(each group gets the whole stream), run a second copy with "
+            f"--channel-prefix, or make n-distributor-sets match the sets reading the channel."
+        )
+    return (
+        f"{head} Likely cause: its input is not numbered in the steps it expects; check "
+        f"oid-offset (and oid-field) against the ids that channel carries."
+    )
 
 
 def _counts(report: dict) -> dict:
@@ -374,6 +514,7 @@ class Runner:
             if report is None:
                 check.missing_reports.append(f"{stage.name} {sid}")
                 continue
+            check.reported += 1
             c = _counts(report)
             for key in ("processed", "missed", "rejected", "errors", "skipped", "overruns"):
                 setattr(check, key, getattr(check, key) + c[key])
@@ -718,6 +859,19 @@ class Runner:
                     lines.append(f"  {stage.name} {inst.stage_id}: " + "  ".join(pairs))
         return ["processor statistics:", *lines] if lines else []
 
+    def _feeding_sets(self, check: SetCheck, checks: list[SetCheck]) -> list[str]:
+        """Labels of the sets among ``checks`` whose stages publish ``check``'s input."""
+        providers = set()
+        for channel in check.cset.channels:
+            stage = self.wf.provider(Endpoint(channel))
+            if stage is not None:
+                providers.add(stage.name)
+        return [
+            other.cset.label
+            for other in checks
+            if other is not check and any(s.name in providers for s, _ in other.cset.members)
+        ]
+
     def summary(self) -> int:
         elapsed = time.monotonic() - self.t0
         self.say("")
@@ -725,62 +879,18 @@ class Runner:
         self.console.print(status_table(self.rows(final=True), title="final numbers"))
         for line in self._user_stats_lines():
             self.say(line)
-        status = 0
         failed = []
         for stage in self.wf.stages:
             proc = self.procs[stage.name]
             code = proc.returncode
             if code not in (None, 0):
                 failed.append(f"{stage.name} (exit status {code})")
-        lines = ["loss check, per consumer set: published = processed + missed + rejected + errors"]
-        total_unaccounted = 0
-        for cset in self.wf.consumer_sets():
-            check = self.check_set(cset, final=True)
-            where = ", ".join(cset.channels)
-            parts = (
-                f"{check.processed} processed + {check.missed} missed + "
-                f"{check.rejected} rejected + {check.errors} errors"
-            )
-            if check.skipped:
-                parts += f" + {check.skipped} skipped"
-            if check.published is None:
-                lines.append(
-                    f"  -     {cset.label} <- {where}: {check.accounted} accounted "
-                    f"({parts}); frames published there unknown, not checked"
-                )
-                continue
-            loss = check.missed + check.rejected + check.errors
-            if check.unaccounted:
-                mark = "LOST "
-                total_unaccounted += check.unaccounted
-                tail = f"  -> {check.unaccounted} frame(s) UNACCOUNTED FOR"
-            elif check.accounted > check.published:
-                mark = "extra"
-                tail = f"  -> {check.accounted - check.published} more than published"
-            else:
-                mark = "ok   " if not loss else "loss "
-                tail = f"  ({loss} lost, all counted)" if loss else ""
-            lines.append(
-                f"  {mark} {cset.label} <- {where}: {check.published} published = {parts}{tail}"
-            )
-            if check.missing_reports:
-                lines.append(f"        no final numbers from {', '.join(check.missing_reports)}")
+        checks = [self.check_set(c, final=True) for c in self.wf.consumer_sets()]
+        for check in checks:
+            check.fed_by = self._feeding_sets(check, checks)
+        lines, status = judge(checks, failed, self.early)
         for line in lines:
             self.say(line)
-        if total_unaccounted:
-            status = 1
-            note = (
-                " (stopped while the source was still publishing: frames in flight at "
-                "that moment cannot be delivered)"
-                if self.early
-                else ""
-            )
-            self.say(f"RESULT: {total_unaccounted} frame(s) vanished unaccounted{note}")
-        if failed:
-            status = 1
-            self.say(f"RESULT: stage(s) failed: {', '.join(failed)}")
-        if status == 0:
-            self.say("RESULT: ok, every frame is accounted for")
         self.say(f"logs: {self.log_dir}")
         return status
 

@@ -1,0 +1,105 @@
+"""The verdict of `pvhpc run`'s summary (:func:`pvhpc.cli.run.judge`): which loss-check
+lines it prints and which exit status it returns, for every kind of outcome.
+
+tests/e2e/test_run_workflow.py provokes the same outcomes with real processes; here
+each combination is checked without a network."""
+
+from __future__ import annotations
+
+from pvhpc.cli.run import EXIT_LOST, EXIT_OK, EXIT_WARNINGS, SetCheck, judge
+from pvhpc.workflow import ConsumerSet
+
+
+def check(label="work (distributor)", published=100, distributor=(None, None), **counts):
+    cset = ConsumerSet(label, [], ["demo:image"], distributor)
+    counts.setdefault("reported", 1)
+    return SetCheck(cset, published, **counts)
+
+
+def result(lines):
+    return [line for line in lines if line.startswith("RESULT:")]
+
+
+def test_every_frame_processed_is_ok():
+    lines, status = judge([check(processed=100)], [], early=False)
+    assert status == EXIT_OK
+    assert result(lines) == ["RESULT: ok, every frame is accounted for"]
+    assert any(
+        line.startswith("  ok    work (distributor) <- demo:image: 100 published") for line in lines
+    )
+
+
+def test_counted_losses_are_ok_and_said():
+    lines, status = judge([check(processed=90, missed=6, rejected=3, errors=1)], [], False)
+    assert status == EXIT_OK
+    assert "(10 lost, all counted)" in lines[1]
+    assert result(lines) == [
+        "RESULT: ok, every frame is accounted for (10 of them counted as lost)"
+    ]
+
+
+def test_vanished_frames_fail():
+    lines, status = judge([check(processed=95)], [], early=True)
+    assert status == EXIT_LOST
+    assert "5 frame(s) UNACCOUNTED FOR" in lines[1]
+    assert result(lines)[0].startswith("RESULT: 5 frame(s) vanished unaccounted (stopped while")
+
+
+def test_over_accounting_in_a_distributor_set_is_a_warning():
+    lines, status = judge([check(processed=67, missed=66, distributor=("g1", None))], [], False)
+    assert status == EXIT_WARNINGS
+    assert lines[1].startswith("  extra work (distributor)")
+    warnings = [line for line in lines if line.startswith("WARNING:")]
+    assert len(warnings) == 1
+    w = warnings[0]
+    assert "work (distributor) <- demo:image accounts for 33 frame(s) more than were published" in w
+    assert "another client reads demo:image" in w and "group 'g1'" in w
+    assert "distributor-group" in w and "--channel-prefix" in w and "n-distributor-sets" in w
+    assert result(lines) == [
+        "RESULT: every frame is accounted for, with warnings: 1 consumer set(s) counted more "
+        "frames than were published, so their missed counts are wrong (see WARNING above)"
+    ]
+
+
+def test_over_accounting_downstream_points_at_its_cause():
+    upstream = check(processed=67, missed=66)
+    downstream = check("collect 1", published=67, distributor=None, processed=67, missed=33)
+    downstream.fed_by = ["work (distributor)"]
+    lines, status = judge([upstream, downstream], [], False)
+    assert status == EXIT_WARNINGS
+    warnings = [line for line in lines if line.startswith("WARNING:")]
+    assert "follows from the over-counting of work (distributor)" in warnings[1]
+
+
+def test_over_accounting_without_distributor_points_at_the_id_step():
+    lines, status = judge([check("c 1", distributor=None, processed=50, missed=60)], [], False)
+    assert status == EXIT_WARNINGS
+    assert "oid-offset" in next(line for line in lines if line.startswith("WARNING:"))
+
+
+def test_loss_and_failures_outrank_warnings():
+    lost = check("a 1", distributor=None, processed=90)
+    extra = check(processed=67, missed=66)
+    lines, status = judge([lost, extra], ["collect (exit status 1)"], False)
+    assert status == EXIT_LOST
+    assert any(line.startswith("WARNING:") for line in lines)
+    assert result(lines) == [
+        "RESULT: 10 frame(s) vanished unaccounted",
+        "RESULT: stage(s) failed: collect (exit status 1)",
+    ]
+
+
+def test_a_set_that_never_reported_is_not_called_ok():
+    silent = check("collect 1", published=0, distributor=None, reported=0)
+    silent.missing_reports = ["collect 1"]
+    lines, status = judge([silent], ["collect (exit status 1)"], False)
+    assert status == EXIT_LOST
+    assert lines[1] == (
+        "  -     collect 1 <- demo:image: no numbers from collect 1 (it did not run), not checked"
+    )
+
+
+def test_unknown_publisher_is_not_checked():
+    lines, status = judge([check(published=None, processed=5)], [], False)
+    assert status == EXIT_OK
+    assert "frames published there unknown, not checked" in lines[1]
