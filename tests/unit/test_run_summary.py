@@ -103,3 +103,42 @@ def test_unknown_publisher_is_not_checked():
     lines, status = judge([check(published=None, processed=5)], [], False)
     assert status == EXIT_OK
     assert "frames published there unknown, not checked" in lines[1]
+
+
+MIRROR_REPORTS = {
+    "without skipped": (
+        "  channel      source          state      received  rate/s  published  rate/s  "
+        "overruns  rate/s  errors  reconnects\n"
+        "  pvapy:image  pva://ad:image  waiting for source       801    16.7        800    16.7"
+        "         2     0.0       1           0\n"
+    ),
+    "with skipped": (
+        "  channel      source          state      received  rate/s  published  rate/s  skipped  "
+        "overruns  rate/s  errors  reconnects\n"
+        "  pvapy:image  pva://ad:image  waiting for source       801    16.7        800    16.7"
+        "        1         2     0.0       1           0\n"
+    ),
+}
+
+
+def test_mirror_report_rows_are_read_by_their_header(tmp_path):
+    """The mirror's report gained a column (skipped); the runner's mirror row showed a
+    rate as the received count until it read the columns by the header's names."""
+    from pvhpc.cli.run import StageProcess
+    from pvhpc.workflow import Stage
+
+    for name, text in MIRROR_REPORTS.items():
+        stage = Stage("mirror", "mirror", 1, {}, {}, {})
+        stage.mirrors["pvapy:image"] = None  # type: ignore[assignment]
+        proc = StageProcess(stage, str(tmp_path), {})
+        with open(proc.out_path, "w") as f:
+            f.write("pvapy-mirror-server: report after 1.0 s\n" + text)
+        proc.read_output()
+        assert proc.mirror_counts["pvapy:image"] == {
+            "received": 801,
+            "published": 800,
+            "rate": 16.7,
+            "overruns": 2,
+            "errors": 1,
+            "state": "waiting for source",
+        }, name

@@ -209,22 +209,30 @@ class StageProcess:
                     self.source_done = True
 
     def _mirror_line(self, line: str) -> None:
-        # A report row: dst, source, state (one or more words), then received, rate,
-        # published, rate, overruns, rate, errors, reconnects.
+        # The report's header names the columns after the state (which may be more
+        # than one word): received, rate/s, published, rate/s, ... A rate column
+        # belongs to the count before it. Rows are read against the latest header.
         words = line.split()
-        if len(words) < 11 or words[0] not in self.stage.mirrors:
+        if words[:1] == ["channel"] and "state" in words and "received" in words:
+            cols: list[str] = []
+            for name in words[words.index("state") + 1 :]:
+                cols.append(f"{cols[-1]}_rate" if name == "rate/s" and cols else name)
+            self._mirror_cols = cols
+            return
+        cols = getattr(self, "_mirror_cols", None)
+        if not cols or len(words) < len(cols) + 3 or words[0] not in self.stage.mirrors:
             return
         try:
-            nums = [float(w) for w in words[-8:]]
+            nums = dict(zip(cols, (float(w) for w in words[-len(cols) :])))
         except ValueError:
             return
         self.mirror_counts[words[0]] = {
-            "received": int(nums[0]),
-            "published": int(nums[2]),
-            "rate": nums[3],
-            "overruns": int(nums[4]),
-            "errors": int(nums[6]),
-            "state": " ".join(words[2:-8]),
+            "received": int(nums.get("received", 0)),
+            "published": int(nums.get("published", 0)),
+            "rate": nums.get("published_rate", 0.0),
+            "overruns": int(nums.get("overruns", 0)),
+            "errors": int(nums.get("errors", 0)),
+            "state": " ".join(words[2 : -len(cols)]),
         }
 
     def final_reports(self) -> dict[int, dict]:
