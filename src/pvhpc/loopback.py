@@ -30,3 +30,15 @@ def loopback_env(base: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ if base is None else base)
     env.update(LOOPBACK_ENV)
     return env
+
+
+def _main() -> None:
+    """``python -m pvhpc.loopback``: print the settings as shell ``export`` lines, so
+    that a terminal watching a ``network: loopback`` workflow can use them too:
+    ``eval "$(python -m pvhpc.loopback)"``."""
+    for name, value in LOOPBACK_ENV.items():
+        print(f"export {name}={value}")
+
+
+if __name__ == "__main__":
+    _main()
