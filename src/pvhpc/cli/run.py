@@ -305,7 +305,10 @@ class SetCheck:
 
     @property
     def balanced(self) -> bool:
-        return self.published is not None and self.accounted >= self.published
+        """Every frame published arrived and was counted, exactly. A set that counts
+        more than were published proves nothing (its missed count is wrong): frames
+        may still be on their way to it."""
+        return self.published is not None and self.accounted == self.published
 
 
 #: Exit statuses of ``pvhpc run`` (2 is a usage or workflow-file mistake).
