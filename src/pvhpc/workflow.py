@@ -220,13 +220,23 @@ class Stage:
 class ConsumerSet:
     """Stage instances that together see a stream once (SPEC §5): the loss invariant
     holds per set, ``frames published on its input channels = processed + missed +
-    rejected + errors``."""
+    rejected + errors``.
+
+    With the distributor, the set is every consumer of one distributor group on a
+    channel. The group's stream is shared out, in runs of ``distributor-updates``,
+    between its distributor sets; a consumer without a set name is a set of its
+    own, and consumers with the same set name all receive the same frames (copies).
+    ``copies`` gives each member's set name (None: on its own); the invariant then
+    holds with one member of each named set counted.
+    """
 
     label: str
     members: list[tuple[Stage, int]]
     channels: list[str]
-    #: (group, set) of the distributor request the members share; None without it.
+    #: (group, None) of the distributor request the members share; None without it.
     distributor: tuple | None = None
+    #: Per member (same order): its distributor set name, or None.
+    copies: list[str | None] = field(default_factory=list)
 
 
 @dataclass
@@ -298,26 +308,40 @@ class Workflow:
     def consumer_sets(self) -> list[ConsumerSet]:
         """The sets the loss invariant is checked for (SPEC §5)."""
         sets: dict[Any, ConsumerSet] = {}
+        stage_names: dict[Any, list[str]] = {}
         for stage in self.stages:
             for inst in stage.instances:
-                if stage.type == "collector":
-                    key: Any = (stage.name, inst.stage_id)
-                    label = f"{stage.name} {inst.stage_id}"
-                elif inst.distributor is not None:
-                    key = (inst.inputs[0], inst.distributor)
+                set_name = None
+                if inst.distributor is not None and stage.type == "consumer":
                     group, set_name = inst.distributor
-                    label = f"{stage.name} (distributor" + (
-                        f" set {set_name})" if set_name else ")"
-                    )
+                    key: Any = (inst.inputs[0], group)
+                    distributor = (group, None)
                 else:
                     key = (stage.name, inst.stage_id)
-                    label = f"{stage.name} {inst.stage_id}"
+                    distributor = None
                 if key not in sets:
-                    distributor = inst.distributor if stage.type == "consumer" else None
-                    sets[key] = ConsumerSet(label, [], list(inst.inputs), distributor)
-                elif stage.name not in sets[key].label:
-                    sets[key].label += f" + {stage.name}"
+                    sets[key] = ConsumerSet(
+                        f"{stage.name} {inst.stage_id}", [], list(inst.inputs), distributor
+                    )
+                    stage_names[key] = []
+                if stage.name not in stage_names[key]:
+                    stage_names[key].append(stage.name)
                 sets[key].members.append((stage, inst.stage_id))
+                sets[key].copies.append(set_name)
+        for key, cset in sets.items():
+            if cset.distributor is None:
+                continue
+            group = cset.distributor[0]
+            named = sorted({str(s) for s in cset.copies if s is not None})
+            details = ([f"group {group}"] if group else []) + (
+                [("sets " if len(named) > 1 else "set ") + ", ".join(named)] if named else []
+            )
+            cset.label = (
+                " + ".join(stage_names[key])
+                + " (distributor"
+                + (" " + ", ".join(details) if details else "")
+                + ")"
+            )
         return list(sets.values())
 
 

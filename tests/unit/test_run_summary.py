@@ -99,6 +99,16 @@ def test_a_set_that_never_reported_is_not_called_ok():
     )
 
 
+def test_a_member_short_of_its_set_mates_is_lost():
+    short = check("set-a + set-b (distributor sets A, B)", published=96, processed=96)
+    short.shortfall = 1
+    short.notes = ["set-a 2 accounts for 47 frames, its set-mates in set A for 48"]
+    lines, status = judge([short], [], False)
+    assert status == EXIT_LOST
+    assert "1 frame(s) UNACCOUNTED FOR" in lines[1]
+    assert lines[2] == "        set-a 2 accounts for 47 frames, its set-mates in set A for 48"
+
+
 def test_unknown_publisher_is_not_checked():
     lines, status = judge([check(published=None, processed=5)], [], False)
     assert status == EXIT_OK

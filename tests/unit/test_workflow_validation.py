@@ -300,9 +300,21 @@ def test_start_levels_upstream_first_sources_last(tmp_path):
 
 
 def test_consumer_sets(tmp_path):
+    # Two named distributor sets of one group share the stream: one loss check, in
+    # which the members of a set are copies of each other.
     wf = load_workflow(os.path.join(WORKFLOWS, "consumer-sets.yaml"))
-    sets = wf.consumer_sets()
-    assert [len(s.members) for s in sets] == [2, 2]
+    (sets,) = wf.consumer_sets()
+    assert [(s.name, i) for s, i in sets.members] == [
+        ("set-a", 1),
+        ("set-a", 2),
+        ("set-b", 3),
+        ("set-b", 4),
+    ]
+    assert sets.copies == ["A", "A", "B", "B"]
+    assert sets.label == "set-a + set-b (distributor sets A, B)"
+    wf = load_workflow(os.path.join(WORKFLOWS, "distribution.yaml"))
+    (sets,) = wf.consumer_sets()
+    assert sets.copies == [None, None] and sets.label == "consumers (distributor)"
     wf = load_workflow(os.path.join(WORKFLOWS, "multiple-consumers.yaml"))
     assert [len(s.members) for s in wf.consumer_sets()] == [1, 1]
     wf = load_workflow(os.path.join(WORKFLOWS, "split-stitch.yaml"))

@@ -289,6 +289,9 @@ class SetCheck:
     reported: int = 0
     #: Labels of the sets whose stages publish this set's input channels.
     fed_by: list[str] = field(default_factory=list)
+    #: Frames that members of a named distributor set lost against their set-mates.
+    shortfall: int = 0
+    notes: list[str] = field(default_factory=list)
 
     @property
     def accounted(self) -> int:
@@ -296,7 +299,9 @@ class SetCheck:
 
     @property
     def unaccounted(self) -> int:
-        return 0 if self.published is None else max(0, self.published - self.accounted)
+        if self.published is None:
+            return 0
+        return max(0, self.published - self.accounted) + self.shortfall
 
     @property
     def extra(self) -> int:
@@ -308,7 +313,9 @@ class SetCheck:
         """Every frame published arrived and was counted, exactly. A set that counts
         more than were published proves nothing (its missed count is wrong): frames
         may still be on their way to it."""
-        return self.published is not None and self.accounted == self.published
+        return (
+            self.published is not None and self.accounted == self.published and not self.shortfall
+        )
 
 
 #: Exit statuses of ``pvhpc run`` (2 is a usage or workflow-file mistake).
@@ -371,6 +378,7 @@ def judge(checks: list[SetCheck], failed: list[str], early: bool) -> tuple[list[
         )
         if check.missing_reports:
             lines.append(f"        no final numbers from {', '.join(check.missing_reports)}")
+        lines += [f"        {note}" for note in check.notes]
     lines += warnings
     status = EXIT_OK
     if total_unaccounted:
@@ -413,17 +421,15 @@ def _over_accounting_warning(check: SetCheck, over: set[str]) -> str:
             f"over-counting of {', '.join(upstream)}; fix that one."
         )
     if cset.distributor is not None:
-        group, set_name = cset.distributor
-        request = ", ".join(
-            f"{k} {v!r}" for k, v in (("group", group), ("set", set_name)) if v is not None
-        )
+        group = cset.distributor[0]
+        which = f"group {group!r}" if group else "the default group"
         return (
             f"{head} Likely cause: another client reads {cset.channels[0]} through the "
-            f"distributor in the same group and set ({request or 'the default ones'}), e.g. "
-            f"a second copy of this workflow or a consumer started by hand, and took part of "
-            f"the stream. Give this workflow's consumers a distributor-group of their own "
-            f"(each group gets the whole stream), run a second copy with "
-            f"--channel-prefix, or make n-distributor-sets match the sets reading the channel."
+            f"distributor in the same group ({which}), e.g. a second copy of this "
+            f"workflow or a consumer started by hand, and took its share of the stream. "
+            f"Give this workflow's consumers a distributor-group of their own (each group "
+            f"gets the whole stream), run a second copy with --channel-prefix, or make "
+            f"n-distributor-sets match the sets reading the channel."
         )
     return (
         f"{head} Likely cause: its input is not numbered in the steps it expects; check "
@@ -451,6 +457,10 @@ def _counts(report: dict) -> dict:
         "overruns": int(r.get("nOverruns", 0)),
         "published": int((report.get("publisherStats") or {}).get("nPublished", 0)),
     }
+
+
+def _accounted(c: dict) -> int:
+    return c["processed"] + c["missed"] + c["rejected"] + c["errors"] + c["skipped"]
 
 
 class Runner:
@@ -520,13 +530,34 @@ class Runner:
             n = self.published(channel, final)
             total = None if n is None or total is None else total + n
         check = SetCheck(cset, total)
-        for stage, sid in cset.members:
+        # Members of one named distributor set receive the same frames: the set
+        # counts once, with its member that accounts for the most; a member that
+        # accounts for fewer lost frames its set-mates got, with no counter saying so.
+        named: dict[str, list[tuple[str, dict]]] = {}
+        counted: list[dict] = []
+        copies = cset.copies or [None] * len(cset.members)
+        for (stage, sid), set_name in zip(cset.members, copies):
             report = self._report(stage, sid, final)
             if report is None:
                 check.missing_reports.append(f"{stage.name} {sid}")
                 continue
             check.reported += 1
             c = _counts(report)
+            if set_name is None:
+                counted.append(c)
+            else:
+                named.setdefault(set_name, []).append((f"{stage.name} {sid}", c))
+        for set_name, members in named.items():
+            sums = [(_accounted(c), who, c) for who, c in members]
+            most = max(n for n, _, _ in sums)
+            counted.append(next(c for n, _, c in sums if n == most))
+            for n, who, _ in sums:
+                if n < most:
+                    check.shortfall += most - n
+                    check.notes.append(
+                        f"{who} accounts for {n} frames, its set-mates in set {set_name} for {most}"
+                    )
+        for c in counted:
             for key in ("processed", "missed", "rejected", "errors", "skipped", "overruns"):
                 setattr(check, key, getattr(check, key) + c[key])
         return check
