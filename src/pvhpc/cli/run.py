@@ -15,7 +15,7 @@
    SPEC §5 for every consumer set: frames published on its input = processed +
    missed + rejected + errors. A set that accounts for *more* frames than were
    published gets a WARNING line with the likely cause (most often a foreign client
-   in the same distributor group and set, which takes frames the set then counts
+   in the same distributor group, which takes frames the set then counts
    as missed) and what to do.
 
 Exit status (see :func:`judge`):
