@@ -155,16 +155,21 @@ class Proc:
             return []
 
     def cpu(self) -> float:
-        """CPU seconds of the process and its live children (all their threads).
+        """CPU seconds of the process and its live children (all their threads,
+        also the threads that have ended).
 
-        From the scheduler's nanosecond counters (``/proc/PID/task/*/schedstat``):
-        the clock-tick figures of ``cpu_times`` are 10 ms coarse and sampled. Falls
-        back to ``cpu_times`` where schedstat is missing.
+        From each process's CPU-time clock (``clock_gettime`` on the clock id
+        ``clock_getcpuclockid(pid)`` would return): the scheduler's nanosecond count
+        for the whole thread group, threads that have exited included. Summing
+        ``/proc/PID/task/*/schedstat`` sees only live threads, and missed most of the
+        reference simulator's CPU, which is spent in short-lived threads (at 5 kHz:
+        16 % counted of 72 %). Falls back to that sum, then to ``cpu_times`` (10 ms
+        clock ticks).
         """
         total = 0.0
         for p in self.tree():
             try:
-                total += _schedstat_seconds(p.pid)
+                total += _process_cpu_seconds(p.pid)
             except OSError:
                 try:
                     t = p.cpu_times()
@@ -235,6 +240,16 @@ class Proc:
         if self.stop_seconds > 3:
             log(f"    ({self.name} took {self.stop_seconds:.1f} s to stop)")
         return code
+
+
+def _process_cpu_seconds(pid: int) -> float:
+    """CPU time of process ``pid``, all its threads ever, from its CPU-time clock."""
+    try:
+        # The clock id glibc's clock_getcpuclockid(pid) makes: CPUCLOCK_SCHED of the
+        # process (not of one thread).
+        return time.clock_gettime_ns(((~pid) << 3) | 2) / 1e9
+    except (OSError, OverflowError):
+        return _schedstat_seconds(pid)
 
 
 def _schedstat_seconds(pid: int) -> float:
