@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 import signal
 import threading
@@ -182,6 +183,26 @@ def test_rate_is_kept_at_one_khz_with_a_queued_monitor(procs, prefix):
     assert n == 1500
     assert abs(rate - 1000) / 1000 < 0.01
     assert recorder.values == list(range(0, 1501))
+
+
+def test_bursts_above_one_khz_keep_rate_order_and_distinct_timestamps(procs, prefix):
+    # Above 1 kHz frames leave in bursts, one per millisecond: every frame must
+    # still arrive, in order, with a timestamp later than the one before it (the
+    # distributor tells updates apart by timestamp).
+    channel = f"{prefix}:image"
+    sim = procs.start("sim", "-cn", channel, "-nx", 64, "-ny", 64, "-fps", 5000, "-rt", 0.8,
+                      "-std", 2, "-shd", 0.5, "-nf", 10)  # fmt: skip
+    wait_for_channel(channel)
+    recorder = FrameRecorder(channel, "record[queueSize=5000]field(uniqueId,timeStamp)", False)
+    start_recording(recorder, procs, channel)
+    assert sim.wait(30) == 0
+    recorder.close()
+    n, elapsed, rate = final_report(sim)
+    assert n == 4000
+    assert abs(rate - 5000) / 5000 < 0.01
+    assert recorder.values == list(range(0, 4001))
+    stamps = [f["timeStamp"] for f in recorder.frames]
+    assert all(a < b for a, b in itertools.pairwise(stamps))
 
 
 def test_rgb_frames_and_datatype(procs, prefix):
