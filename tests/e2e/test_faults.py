@@ -462,7 +462,11 @@ def updates_seen(proc) -> int:
 
 
 def test_slow_subscribers_on_the_output_channel_never_slow_the_consumer(procs, prefix, tmp_path):
-    c = consumer(procs, prefix, tmp_path)
+    # With no server queue (the default) the input monitor holds a couple of frames, so
+    # any 7 ms stall of a loaded CI machine overruns it at 300 fps (seen once in CI: 1 of
+    # 600 missed, counted).  A queue of 100 absorbs scheduler jitter but not a consumer
+    # held up by its subscribers: at their 20 updates/s it would be 10 s behind.
+    c = consumer(procs, prefix, tmp_path, "-sqs", "100")
     output = f"{prefix}:c:1:output"
     wait_for(lambda: pv_get(output) is not None, 20, "the output channel")
     subscribers = [
