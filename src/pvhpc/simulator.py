@@ -284,9 +284,25 @@ def _as_frames(array: Any, color_mode: int, source: str) -> Any:
 
 
 def _load_npy(path: str, mmap: bool, option: str) -> Any:
+    # np.load takes anything without the NumPy header for a pickle, and then says so.
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(6)
+    except OSError as exc:
+        raise UsageError(f"{option}: cannot read {path!r}: {exc.strerror}") from None
+    if magic != b"\x93NUMPY":
+        raise UsageError(
+            f"{option}: {path!r} is not a .npy file (no NumPy header); write frames with numpy.save"
+        )
     try:
         return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
-    except (OSError, ValueError) as exc:
+    except ValueError as exc:
+        if "pickle" in str(exc):
+            raise UsageError(
+                f"{option}: {path!r} holds Python objects, not an array of numbers"
+            ) from None
+        raise UsageError(f"{option}: cannot read {path!r} as a .npy file: {exc}") from None
+    except OSError as exc:
         raise UsageError(f"{option}: cannot read {path!r} as a .npy file: {exc}") from None
 
 

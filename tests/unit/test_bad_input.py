@@ -48,6 +48,8 @@ def files(tmp_path_factory) -> dict:
     (d / "notes.txt").write_text("not frames\n")
     (d / "corrupt.npy").write_bytes(b"\x93NUMPYgarbage")
     (d / "fake.h5").write_bytes(b"not hdf5 either")
+    (d / "text.npy").write_text("frame 1\nframe 2\n")
+    np.save(d / "objects.npy", np.array([{"frame": 1}], dtype=object), allow_pickle=True)
     np.save(d / "line.npy", np.arange(10, dtype=np.uint8))
     np.save(d / "complex.npy", np.zeros((2, 4, 4), dtype=np.complex64))
     np.save(d / "empty.npy", np.zeros((0, 4, 4), dtype=np.uint8))
@@ -61,6 +63,8 @@ def files(tmp_path_factory) -> dict:
         "notes": str(d / "notes.txt"),
         "corrupt": str(d / "corrupt.npy"),
         "fake_h5": str(d / "fake.h5"),
+        "text_npy": str(d / "text.npy"),
+        "objects": str(d / "objects.npy"),
         "line": str(d / "line.npy"),
         "complex": str(d / "complex.npy"),
         "empty": str(d / "empty.npy"),
@@ -184,6 +188,8 @@ CASES = [
     ("sim", ["-if", "{missing_npy}"], ["--input-file", "{missing_npy}"]),
     ("sim", ["-if", "{notes}"], ["--input-file", "{notes}"]),
     ("sim", ["-if", "{corrupt}"], ["--input-file", "{corrupt}"]),
+    ("sim", ["-if", "{text_npy}"], ["--input-file", "not a .npy file"]),
+    ("sim", ["-if", "{objects}"], ["--input-file", "Python objects"]),
     ("sim", ["-if", "{fake_h5}", "-hds", "data"], ["--input-file", "{fake_h5}"]),
     ("sim", ["-if", "{line}"], ["--input-file", "(10,)"]),
     ("sim", ["-if", "{complex}"], ["--input-file", "complex64"]),
