@@ -310,7 +310,11 @@ def sample(t, image, consumers, collector, status, controls, sim, final=False):
         row[f"proc_{key}"] = st["processorStats"]["nProcessed"] if st is not None else -1
     # After the counts, so that "in flight" is never negative.
     src = get(image)
+    # The simulator's own log is a report period behind: only good for the last row.
     row["sent"] = src["uniqueId"] if src is not None else sim_sent(sim)
+    row["sent_live"] = src is not None
+    if src is None and not final:
+        log(f"could not read {image}; 'sent' in this row is the simulator's last report")
     workers = consumers.workers()
     row["rss"] = {
         "sim": rss_mib(sim.ps),
@@ -402,7 +406,8 @@ def write_report(args, rows: list, v: dict, t_start: float) -> None:
         f"{args.minutes:g} minutes, {args.fps:g} fps, {args.size}x{args.size} uint8 "
         f"(100 distinct frames)",
         f"- machine: {os.cpu_count()} cores, {platform.machine()}, Linux {platform.release()}, "
-        f"Python {platform.python_version()}; the machine was shared with other work",
+        f"Python {platform.python_version()}; load average {os.getloadavg()[2]:.1f} (15 min) "
+        "at the end",
         "- sim: `pvhpc sim -fps F -rt T -std 4 -shd 120 -nf 100`",
         "- consumers: `pvhpc consumer -nc 2 -du 1 -sqs 100 -rqs 1000 -oc -sc -cc`",
         "- collector: `pvhpc collector -pid 1,2 -sqs 1000 -ccs 100 -rqs 2000`",
@@ -411,7 +416,8 @@ def write_report(args, rows: list, v: dict, t_start: float) -> None:
         "",
         "At each sample every stage is asked for its statistics (`get_stats` on its control "
         "channel) and *sent* is the id the simulator's channel holds right after; *in flight* "
-        "is frames sent minus frames the consumers had accounted for. Memory is resident "
+        "is frames sent minus frames the consumers had accounted for (— where the channel "
+        "could not be read and *sent* is the simulator's last log line). Memory is resident "
         "set size in MiB.",
         "",
     ]
@@ -423,14 +429,15 @@ def write_report(args, rows: list, v: dict, t_start: float) -> None:
         lines.append("| " + " | ".join(head) + " |")
         lines.append("|" + "---|" * len(head))
         for r in rows:
-            flight = r["sent"] - r["acc_1"] - r["acc_2"]
+            live = r.get("sent_live", True) or r["final"]
+            flight = str(r["sent"] - r["acc_1"] - r["acc_2"]) if live else "—"
             cells = [
                 ("end" if r["final"] else f"{round(r['t'] / 60, 1):g}"),
                 str(r["sent"]),
                 str(r["proc_1"]),
                 str(r["proc_2"]),
                 str(r["proc_col"]),
-                str(flight),
+                flight,
             ] + [f"{r['rss'].get(n, float('nan')):.1f}" for n in names]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
