@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import queue
 import sys
 import threading
 import time
@@ -357,37 +358,54 @@ def _control(argv: Sequence[str]) -> int:
 def send_command(channel_name: str, command: str, args: str, timeout: float) -> str:
     """Put ``{command, args}`` on a control channel and return the stage's answer.
 
-    Waits until the control record's ``objectTime`` changes (the stage answered);
-    raises :class:`NoAnswer` if the channel does not answer within ``timeout``.
+    The answer is the first update whose ``objectTime`` differs from the one before
+    the put (the put itself changes only command/args). It is awaited on a monitor,
+    not by polling gets: a stage told to ``stop`` answers and goes away at once, and
+    its answer must still arrive. Raises :class:`NoAnswer` if none comes in ``timeout``.
     """
     channel = _channel(channel_name, "pva", timeout)
     before = _fetch(channel, channel_name, "", timeout).get()
     if "command" not in before or "statusMessage" not in before:
         raise UsageError(f"{channel_name} is not a control channel (no command/statusMessage)")
     deadline = time.monotonic() + timeout
+    answers: queue.SimpleQueue = queue.SimpleQueue()
+    channel.monitor(
+        lambda pv: answers.put((pv["objectTime"], pv["statusMessage"])),
+        "field(objectTime,statusMessage)",
+    )
     try:
-        channel.put(
-            pva.PvObject(
-                {"command": pva.STRING, "args": pva.STRING}, {"command": command, "args": args}
-            ),
-            "field(command,args)",
-        )
-    except pva.PvaException as exc:
-        raise NoAnswer(f"{channel_name}: the command was not accepted: {exc}") from None
-    while True:
+        # The first update is the current value. Put only after it has arrived: a
+        # put issued while the monitor is still connecting blocks in pvaccess
+        # waiting for a callback that needs this thread's interpreter lock.
         try:
-            now_value = channel.get("").get()
-        except pva.PvaException:
-            if command == "stop":
-                return "Stopped (the control channel went away)"
-            now_value = None
-        if now_value is not None and now_value.get("objectTime") != before.get("objectTime"):
-            return now_value.get("statusMessage") or "(empty statusMessage)"
-        if time.monotonic() >= deadline:
-            raise NoAnswer(
-                f"{channel_name} took the command but did not answer within {timeout:g} s"
+            answers.get(timeout=max(0.1, deadline - time.monotonic()))
+        except queue.Empty:
+            raise NoAnswer(f"{channel_name} did not send its current value within {timeout:g} s") from None
+        try:
+            channel.put(
+                pva.PvObject(
+                    {"command": pva.STRING, "args": pva.STRING}, {"command": command, "args": args}
+                ),
+                "field(command,args)",
             )
-        time.sleep(0.05)
+        except pva.PvaException as exc:
+            raise NoAnswer(f"{channel_name}: the command was not accepted: {exc}") from None
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise NoAnswer(
+                    f"{channel_name} took the command but did not answer within {timeout:g} s"
+                )
+            try:
+                object_time, message = answers.get(timeout=min(0.1, remaining))
+            except queue.Empty:
+                if command == "stop" and not channel.isConnected():
+                    return "Stopped (the control channel went away)"
+                continue
+            if object_time != before.get("objectTime"):
+                return message or "(empty statusMessage)"
+    finally:
+        channel.stopMonitor()
 
 
 _HANDLERS = {"get": _get, "monitor": _monitor, "control": _control}
