@@ -380,7 +380,9 @@ def send_command(channel_name: str, command: str, args: str, timeout: float) -> 
         try:
             answers.get(timeout=max(0.1, deadline - time.monotonic()))
         except queue.Empty:
-            raise NoAnswer(f"{channel_name} did not send its current value within {timeout:g} s") from None
+            raise NoAnswer(
+                f"{channel_name} did not send its current value within {timeout:g} s"
+            ) from None
         try:
             channel.put(
                 pva.PvObject(
