@@ -111,14 +111,20 @@ def parse_metadata_channels(text: str | None) -> list[tuple[str, str]]:
 class MetadataChannel:
     """One metadata channel monitored into the ``PvObjectQueue`` processors read."""
 
-    def __init__(self, protocol: str, name: str, queue_size: int):
+    def __init__(self, protocol: str, name: str, queue_size: int, server_queue_size: int = 0):
         self.protocol = protocol
+        self.server_queue_size = server_queue_size
         self.name = name
         self.queue = pva.PvObjectQueue(queue_size) if queue_size > 0 else pva.PvObjectQueue()
         self.channel = pva.Channel(name, pva.PVA if protocol == "pva" else pva.CA)
 
     def start(self) -> None:
-        request = "field()" if self.protocol == "pva" else "field(value,timeStamp)"
+        if self.protocol == "pva":
+            # The same server queue as the input channel: a consumer held up for a
+            # moment must not lose metadata values any more than frames.
+            request = monitor_request(server_queue_size=self.server_queue_size)
+        else:
+            request = "field(value,timeStamp)"
         self.channel.qMonitor(self.queue, request)
 
     def stop(self) -> None:
@@ -165,7 +171,9 @@ class Stage:
         self.stop_event = threading.Event()
         self.stop_reason = ""
         self.metadata = [
-            MetadataChannel(p, n, max(config.receiver_queue_size, 0) or 100000)
+            MetadataChannel(
+                p, n, max(config.receiver_queue_size, 0) or 100000, config.server_queue_size
+            )
             for p, n in config.metadata_channels
         ]
         self.queue: ReceiverQueue | None = None

@@ -57,7 +57,13 @@ def stage_parser(kind: str, prog: str, description: str) -> argparse.ArgumentPar
     a("-sc", "--status-channel", help=f"status channel; '*' = {kind} id, '_' = default name")
     a("-cc", "--control-channel", help=f"control channel; '*' = {kind} id, '_' = default name")
     a("-ifs", "--id-format-spec", help="format spec for ids in channel names, e.g. 03d")
-    a("-sqs", "--server-queue-size", type=int, default=0, help="server queue size [0: none]")
+    a(
+        "-sqs",
+        "--server-queue-size",
+        type=int,
+        default=0,
+        help="server queue size, also for pva metadata channels [0: none]",
+    )
     a(
         "-rqs",
         "--receiver-queue-size",
