@@ -394,23 +394,32 @@ def test_processor_raising_in_configure_is_answered_and_changes_nothing(procs, p
     ids=["SIGTERM-one-consumer", "SIGINT-two-consumers"],
 )
 def test_signal_drains_the_receiver_queue_before_exit(procs, prefix, tmp_path, sig, extra):
-    """A slow processor (30 ms a frame) behind an unbounded receiver queue: when the
+    """A slow processor (60 ms a frame) behind an unbounded receiver queue: when the
     signal comes every frame has arrived and a backlog is queued; all of it is
-    processed before the consumer exits."""
-    c = faulty(procs, prefix, tmp_path, {"delay": 0.03}, "-rqs", "0", "-sqs", "200", *extra)
+    processed before the consumer exits. The 150 frames of each consumer take 9 s to
+    process, so the backlog outlasts a slow status poll on a loaded machine (at 30 ms a
+    frame it lasted about 3 s, and a CI run missed it once)."""
+    c = faulty(procs, prefix, tmp_path, {"delay": 0.06}, "-rqs", "0", "-sqs", "200", *extra)
     n = 2 if extra else 1
     ids = list(range(1, n + 1))
     sim = simulator(procs, prefix, 150 * n, 150 * n)
     wait_received(procs, prefix, ids)
     sent = sent_by(sim, 30)
 
+    seen = []
+
     def all_received_with_backlog():
         st = [status(prefix, i) for i in ids]
         received = sum(s["receiverStats"]["nReceived"] - s["receiverStats"]["nSkipped"] for s in st)
         queued = sum(s["queueStats"]["nQueued"] for s in st)
+        seen.append((received, queued))
         return received == sent and queued >= 20 * n and queued
 
-    backlog = wait_for(all_received_with_backlog, 20, "every frame received, a backlog queued")
+    what = f"all {sent} frames received with >= {20 * n} queued"
+    try:
+        backlog = wait_for(all_received_with_backlog, 20, what)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; (received, queued) seen: {seen[::10]}") from None
     c.signal(sig)
     assert c.wait(60) == 0, c.output()[-3000:]
     reports = final_reports(c)
