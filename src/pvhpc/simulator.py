@@ -91,6 +91,9 @@ HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".nxs")
 # Without -nf, random frames are prepared up to the cache size but never more
 # than this many bytes, so that a large -nx/-ny cannot exhaust memory by default.
 DEFAULT_MEMORY_BUDGET = 1 << 30
+# Seconds the channel stays up after a stop, for frames already published to arrive.
+STOP_LINGER = 1.0
+
 # Further behind schedule than this, pacing restarts from the present.
 MAX_LAG = 1.0
 # A frame due before the end of the runtime is still sent this late; later, the
@@ -532,6 +535,7 @@ class Simulator:
         self._own_server = server is None
         self._server = server
         self._stop_event = threading.Event()
+        self._quit_event = threading.Event()
         self._running = threading.Event()
         self.stats = SimulatorStats(config.channel_name, config.frame_rate)
         self.metadata = parse_metadata_pvs(config.metadata_pvs)
@@ -628,7 +632,13 @@ class Simulator:
         return frames
 
     def stop(self) -> None:
-        """Ask :meth:`run` to finish: no more frames, no shutdown delay."""
+        """Ask :meth:`run` to finish: no more frames, no shutdown delay.
+
+        The channel stays up for :data:`STOP_LINGER` seconds more, so that the frames
+        already published reach the clients; a second call ends that at once.
+        """
+        if self._stop_event.is_set():
+            self._quit_event.set()
         self._stop_event.set()
 
     @property
@@ -677,6 +687,12 @@ class Simulator:
             self.report(self.stats.line(final=True))
             if c.shutdown_delay > 0 and not self._stop_event.is_set():
                 self._stop_event.wait(c.shutdown_delay)
+            elif self._stop_event.is_set():
+                # Stopped mid-stream: the last frames are published but the server
+                # sends them on its own threads. Removing the record now would drop
+                # them on the way (a consumer then never sees the last id, and no
+                # later id shows it missing).
+                self._quit_event.wait(STOP_LINGER)
         finally:
             self._running.clear()
             for name in [c.channel_name, *pva_meta]:
