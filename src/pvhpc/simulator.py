@@ -687,7 +687,7 @@ class Simulator:
             self.report(self.stats.line(final=True))
             if c.shutdown_delay > 0 and not self._stop_event.is_set():
                 self._stop_event.wait(c.shutdown_delay)
-            elif self._stop_event.is_set():
+            elif self._stop_event.is_set() and self.stats.n_sent > 0:
                 # Stopped mid-stream: the last frames are published but the server
                 # sends them on its own threads. Removing the record now would drop
                 # them on the way (a consumer then never sees the last id, and no
