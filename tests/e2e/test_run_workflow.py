@@ -354,6 +354,10 @@ def test_a_foreign_distributor_client_is_a_warning_not_ok(procs, tmp_path, prefi
         f"{prefix}:image",
         "-du",
         "1",
+        # A server queue, as the seed gives sustained streams: without one, a stall of
+        # a loaded machine overruns its monitor (4 of 400 frames counted missed once).
+        "-sqs",
+        "100",
         *extra,
         "-sc",
         f"{prefix}:foreign:status",
