@@ -281,6 +281,17 @@ def sim_frames_sent(proc: Proc) -> int:
     return int(m.group(1) or m.group(2))
 
 
+def wait_all_receiving(statuses: list[str], procs: ProcessGroup, timeout: float = 40) -> None:
+    """Wait until every status channel in ``statuses`` shows a received update."""
+    for channel in statuses:
+        wait_for(
+            lambda c=channel: pv_get(c)["receiverStats"]["nReceived"] >= 1,
+            timeout,
+            f"{channel} to connect",
+            procs=procs,
+        )
+
+
 def wait_accounted(
     status_channels: list[str],
     expected: int,

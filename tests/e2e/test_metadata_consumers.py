@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from harness import EXAMPLES, final_reports, pv_get, wait_accounted, wait_for
+from harness import EXAMPLES, final_reports, wait_accounted, wait_all_receiving
 
 pytestmark = pytest.mark.e2e
 
@@ -74,13 +74,7 @@ def test_metadata_with_distributed_consumers(procs, prefix, tmp_path):
         name="sim",
     )
     statuses = [f"{p}:c:{i}:status" for i in (1, 2, 3, 4)]
-    for channel in statuses:
-        wait_for(
-            lambda c=channel: pv_get(c)["receiverStats"]["nReceived"] >= 1,
-            40,
-            f"{channel} to connect",
-            procs=procs,
-        )
+    wait_all_receiving(statuses, procs)
     sent = int(sim.wait_for_output(r"done, sent (\d+) frames", 60).group(1))
     wait_accounted(statuses, sent, procs)
     assert consumers.stop() == 0

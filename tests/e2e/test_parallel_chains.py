@@ -9,7 +9,13 @@ import json
 
 import pytest
 
-from harness import RECORDING_PROCESSOR, final_reports, pv_get, recorded, wait_accounted, wait_for
+from harness import (
+    RECORDING_PROCESSOR,
+    final_reports,
+    recorded,
+    wait_accounted,
+    wait_all_receiving,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -90,13 +96,7 @@ def test_parallel_processing_chains(procs, prefix, tmp_path):
     )
     statuses = [f"{prefix}:pass:{i}:status" for i in (1, 2)]
     statuses += [f"{prefix}:proc:{i}:status" for i in range(1, 9)]
-    for channel in statuses:
-        wait_for(
-            lambda c=channel: pv_get(c)["receiverStats"]["nReceived"] >= 1,
-            40,
-            f"{channel} to connect",
-            procs=procs,
-        )
+    wait_all_receiving(statuses, procs)
     sent = int(sim.wait_for_output(r"done, sent (\d+) frames", 60).group(1))
     wait_accounted(statuses[2:], sent, procs)
     for p in (*sets, passthrough):
