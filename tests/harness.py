@@ -15,6 +15,8 @@ from collections.abc import Callable
 
 import pvaccess as pva
 
+from pvhpc.cli.inspect import send_command
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLES = os.path.join(ROOT, "examples")
 
@@ -172,41 +174,10 @@ def wait_for_channel(channel: str, timeout: float = 30) -> pva.PvObject:
 
 
 def control(channel: str, command: str, args: str = "", timeout: float = 20) -> str:
-    """Put a command on a control channel; return the ``statusMessage`` that follows.
-
-    Listens with a monitor: a stage told to stop answers and exits at once, and a get
-    after that would find nobody there.
-    """
-    ch = pva.Channel(channel)
-    ch.setTimeout(5.0)
+    """Put a command on a control channel; return the ``statusMessage`` that follows
+    (what ``pvhpc control`` does)."""
     wait_for_channel(channel, timeout)
-    before = ch.get("").get()
-    answers = []
-    ch.monitor(
-        lambda pv: answers.append((pv["objectTime"], pv["statusMessage"])),
-        "field(objectTime,statusMessage)",
-    )
-    try:
-        # Put only once the monitor has delivered the current value: a put issued while
-        # the monitor connects can block in pvaccess on a callback needing the GIL.
-        wait_for(lambda: bool(answers), timeout, f"the current value of {channel}")
-        ch.put(
-            pva.PvObject(
-                {"command": pva.STRING, "args": pva.STRING}, {"command": command, "args": args}
-            ),
-            "field(command,args)",
-        )
-
-        def answered():
-            # The put itself changes command/args; only the stage's answer moves objectTime.
-            for object_time, message in list(answers):
-                if object_time != before.get("objectTime"):
-                    return message or None
-            return None
-
-        return wait_for(answered, timeout, f"an answer to {command} on {channel}")
-    finally:
-        ch.stopMonitor()
+    return send_command(channel, command, args, timeout)
 
 
 class Recorder:

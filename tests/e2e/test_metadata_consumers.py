@@ -17,6 +17,10 @@ pytestmark = pytest.mark.e2e
 def test_metadata_with_distributed_consumers(procs, prefix, tmp_path):
     p = prefix
     axes = ("x", "y", "z")
+
+    def metadata(tag):
+        return ",".join(f"pva://{p}:{tag}:{a}" for a in axes)
+
     consumers = procs.start(
         "consumer",
         "-id",
@@ -44,7 +48,7 @@ def test_metadata_with_distributed_consumers(procs, prefix, tmp_path):
         "-du",
         "1",
         "-mc",
-        ",".join(f"pva://{p}:pv:{a}" for a in axes),
+        metadata("pv"),
         "-rp",
         "0.5",
         "-rf",
@@ -66,7 +70,7 @@ def test_metadata_with_distributed_consumers(procs, prefix, tmp_path):
         "-rt",
         "3",
         "-mpv",
-        ",".join(f"pva://{p}:ad:{a}" for a in axes),
+        metadata("ad"),
         "-std",
         "5",
         "-shd",

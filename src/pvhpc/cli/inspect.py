@@ -358,14 +358,14 @@ def _control(argv: Sequence[str]) -> int:
 def send_command(channel_name: str, command: str, args: str, timeout: float) -> str:
     """Put ``{command, args}`` on a control channel and return the stage's answer.
 
-    The answer is the first update whose ``objectTime`` differs from the one before
-    the put (the put itself changes only command/args). It is awaited on a monitor,
+    The answer is the first update whose ``objectTime`` differs from the current
+    value's (the put itself changes only command/args). It is awaited on a monitor,
     not by polling gets: a stage told to ``stop`` answers and goes away at once, and
     its answer must still arrive. Raises :class:`NoAnswer` if none comes in ``timeout``.
     """
     channel = _channel(channel_name, "pva", timeout)
-    before = _fetch(channel, channel_name, "", timeout).get()
-    if "command" not in before or "statusMessage" not in before:
+    current = _fetch(channel, channel_name, "", timeout).get()
+    if "command" not in current or "statusMessage" not in current:
         raise UsageError(f"{channel_name} is not a control channel (no command/statusMessage)")
     deadline = time.monotonic() + timeout
     answers: queue.SimpleQueue = queue.SimpleQueue()
@@ -378,7 +378,7 @@ def send_command(channel_name: str, command: str, args: str, timeout: float) -> 
         # put issued while the monitor is still connecting blocks in pvaccess
         # waiting for a callback that needs this thread's interpreter lock.
         try:
-            answers.get(timeout=max(0.1, deadline - time.monotonic()))
+            asked_at, _ = answers.get(timeout=max(0.1, deadline - time.monotonic()))
         except queue.Empty:
             raise NoAnswer(
                 f"{channel_name} did not send its current value within {timeout:g} s"
@@ -404,7 +404,7 @@ def send_command(channel_name: str, command: str, args: str, timeout: float) -> 
                 if command == "stop" and not channel.isConnected():
                     return "Stopped (the control channel went away)"
                 continue
-            if object_time != before.get("objectTime"):
+            if object_time != asked_at:
                 return message or "(empty statusMessage)"
     finally:
         channel.stopMonitor()
