@@ -50,6 +50,11 @@ def _thread_state_pinner() -> Callable[[], Any]:
 # seconds, then after twice as long each time, up to every PROBE_MAX seconds.
 PROBE_FIRST = 0.25
 PROBE_MAX = 1.0
+# Replaced channels waiting to be released (see Receiver._retire); while this many
+# wait, no new channel is tried.
+MAX_RETIRED = 8
+# A released channel's connection callback is kept this much longer.
+CALLBACK_GRACE = 30.0
 
 _pin_thread_state = _thread_state_pinner()
 # Threads whose state is pinned. An ident reused by a later thread only means
@@ -139,6 +144,13 @@ class Receiver:
         self._stopped = False
         self._last_error_log = 0.0
         self._connection_lock = threading.Lock()
+        # What pvaccess may still call must stay alive (see _retire): one bound
+        # method is every channel's monitor callback; replaced channels, with their
+        # connection callbacks, by generation; callbacks of released channels.
+        self._update_callback = self._on_update
+        self._connection_callback: Callable[[bool], None] | None = None
+        self._retired: dict[int, list] = {}
+        self._released_callbacks: collections.deque = collections.deque()
 
     def start(self) -> None:
         """Create the channel and start the monitor; returns at once, connects later."""
@@ -169,15 +181,17 @@ class Receiver:
             up = False
         if up != self.connected:
             self._on_connection(up, self._generation, polled=True)
+        if self._retired:
+            self._release_retired(now)
         if up:
             self._probe_window = PROBE_FIRST
-        elif now - self._subscribed_at >= self._probe_window:
+        elif now - self._subscribed_at >= self._probe_window and len(self._retired) < MAX_RETIRED:
             self._probe_window = min(self._probe_window * 2, PROBE_MAX)
             self._subscribe(now)
 
     def _subscribe(self, now: float) -> None:
         """Monitor the channel on a fresh ``pvaccess.Channel`` (main thread)."""
-        self._drop()
+        self._retire()
         with self._connection_lock:
             self._generation += 1
             generation = self._generation
@@ -186,13 +200,25 @@ class Receiver:
         # The first update of a fresh monitor is the source's current object.
         self._to_skip = self.skip_initial
         self._subscribed_at = now
-        channel.monitor(self._on_update, self.request)
+        channel.monitor(self._update_callback, self.request)
+        callback = self._connection_callback = lambda up: self._on_connection(up, generation)
         # The callback is set after monitor() returns: set before, pvaccess can run it
         # without the GIL inside monitor() and abort the process.
-        channel.setConnectionCallback(lambda up: self._on_connection(up, generation))
+        channel.setConnectionCallback(callback)
         self._channel = channel
 
-    def _drop(self) -> None:
+    def _retire(self) -> None:
+        """Stop the current channel's monitor and keep the channel until it is safe to free.
+
+        A replaced channel goes on searching, and connects when the source appears.
+        pvaccess delivers that connection from its own thread into the channel object
+        and then its callback, without holding a reference: a channel freed just as
+        it connects is used after it was freed. Measured: a segmentation fault
+        within seconds with channels coming and going, and once in about 40 starts
+        of a collector whose four producers were starting too. So a replaced channel
+        is kept until it has reported its connection (then nothing more is under
+        way for it), and its callback for CALLBACK_GRACE seconds beyond that.
+        """
         channel, self._channel = self._channel, None
         if channel is None:
             return
@@ -204,6 +230,21 @@ class Receiver:
             channel.stopMonitor()
         except pva.PvaException as exc:
             self.logger.debug("stopping monitor on %s: %s", self.channel_name, exc)
+        with self._connection_lock:
+            self._retired[self._generation] = [channel, self._connection_callback, False]
+
+    def _release_retired(self, now: float) -> None:
+        """Free the replaced channels that have connected since (main thread)."""
+        released = []
+        with self._connection_lock:
+            for generation, (_, callback, connected) in list(self._retired.items()):
+                if connected:
+                    released.append(self._retired.pop(generation)[0])
+                    self._released_callbacks.append((now, callback))
+        del released  # the channels are freed here, outside the lock
+        grace = self._released_callbacks
+        while grace and now - grace[0][0] > CALLBACK_GRACE:
+            grace.popleft()
 
     def stop(self) -> None:
         """Stop the monitor; after this returns no more objects are delivered."""
@@ -249,8 +290,13 @@ class Receiver:
     def _on_connection(self, connected: bool, generation: int, polled: bool = False) -> None:
         # From pvaccess threads (callback) or the main thread (polled).
         with self._connection_lock:
-            if generation != self._generation or connected == self.connected:
-                return  # a replaced channel, or a change already seen
+            if generation != self._generation:
+                retired = self._retired.get(generation)
+                if retired is not None and connected:
+                    retired[2] = True  # a replaced channel: now safe to free
+                return
+            if connected == self.connected:
+                return  # a change already seen
             self.connected = connected
             again = connected and self._ever_connected
             if connected:
