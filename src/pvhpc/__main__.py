@@ -1,7 +1,5 @@
 """``python -m pvhpc …``: the same as the ``pvhpc`` command."""
 
-import sys
+from .cli.main import entry
 
-from .cli.main import main
-
-sys.exit(main())
+entry()

@@ -8,10 +8,13 @@ reports a child that dies, and exits non-zero if any child failed.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import multiprocessing as mp
 import multiprocessing.connection as mp_connection
+import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -23,7 +26,7 @@ from .processor import create_processor, load_processor_class
 from .report import print_report
 from .stage import Stage, StageConfig
 
-__all__ = ["run_single", "run_group"]
+__all__ = ["run_single", "run_group", "exit_process"]
 
 logger = logging.getLogger("pvhpc.launcher")
 
@@ -36,6 +39,29 @@ def _install_stop_handlers(stop: Callable[[str], None]) -> None:
 
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
+
+
+def exit_process(status: int):
+    """End this process with ``status`` without finalizing the interpreter.
+
+    pvaccess threads go on running while Python shuts down, and one that calls into
+    Python then (a producer or source going away at the same moment is enough) is
+    ended by the interpreter with a forced unwind that pvaccess's C++ code swallows:
+    the process aborts. Measured: 9 of 29 collectors stopped together with their
+    producers ended with SIGABRT instead of status 0. Everything a stage writes is
+    flushed and closed when its processor stops, before this; here the ``atexit``
+    handlers (logging's among them) run and the standard streams are flushed, then
+    the process ends at once.
+    """
+    try:
+        atexit._run_exitfuncs()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):  # closed or gone: nothing more to say
+                pass
+        os._exit(status)
 
 
 def run_single(config: StageConfig, factory: StageFactory, print_reports: bool = True) -> int:
@@ -90,8 +116,6 @@ def _child_main(
     cannot leave a lock held that its siblings or the parent would wait on, as a
     queue or event shared by all children can.
     """
-    import sys
-
     configure_logging(log_level, log_file)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
     try:
@@ -100,7 +124,7 @@ def _child_main(
         stage = factory(config, processor)
     except Exception as exc:  # noqa: BLE001
         sys.stderr.write(f"{config.kind} {config.stage_id}: error: {exc}\n")
-        sys.exit(2)
+        exit_process(2)
 
     def send_report(snapshot: dict) -> None:
         try:
@@ -125,7 +149,7 @@ def _child_main(
     except Exception as exc:  # noqa: BLE001
         sys.stderr.write(f"{config.kind} {config.stage_id}: error: {_describe(exc)}\n")
         status = 1
-    sys.exit(status)
+    exit_process(status)
 
 
 def run_group(

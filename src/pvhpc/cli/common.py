@@ -11,8 +11,9 @@ from collections.abc import Callable, Sequence
 
 from .._version import __version__
 from ..errors import UsageError
+from ..launcher import exit_process
 
-__all__ = ["Parser", "run_main", "json_object", "positive_int", "add_version"]
+__all__ = ["Parser", "run_main", "entry_point", "json_object", "positive_int", "add_version"]
 
 
 class Parser(argparse.ArgumentParser):
@@ -82,3 +83,22 @@ def run_main(
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def entry_point(main: Callable[[], int]) -> Callable[[], None]:
+    """The console-script (and ``python -m``) entry for ``main``: run it, then end
+    the process with :func:`~pvhpc.launcher.exit_process` rather than through
+    interpreter shutdown, which pvaccess's threads can abort."""
+
+    def entry() -> None:
+        try:
+            status = main()
+        except SystemExit as exc:  # argparse's -h/--version and errors
+            if isinstance(exc.code, str):
+                sys.stderr.write(exc.code + "\n")
+                status = 1
+            else:
+                status = exc.code or 0
+        exit_process(status)
+
+    return entry

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 
 from ..consumer import Consumer
@@ -10,7 +9,7 @@ from ..errors import UsageError
 from ..ids import format_id, parse_id_list
 from ..launcher import run_group, run_single
 from ..processor import create_processor, load_processor_class
-from .common import run_main
+from .common import entry_point, run_main
 from .stage_options import stage_config, stage_parser, validate
 
 __all__ = ["main"]
@@ -71,5 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_main(PROG, _body, argv)
 
 
+# The console script (pyproject.toml) and ``python -m``.
+entry = entry_point(main)
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -26,7 +26,7 @@ import numpy as np
 import pvaccess as pva
 
 from ..errors import UsageError
-from .common import Parser, add_version, run_main
+from .common import Parser, add_version, entry_point, run_main
 
 __all__ = ["main", "format_value", "frame_summary"]
 
@@ -432,4 +432,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry_point(main)()

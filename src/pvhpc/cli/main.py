@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from .._version import __version__
+from .common import entry_point
 
 __all__ = ["main"]
 
@@ -55,5 +56,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     return module.main(args[1:])
 
 
+# The console script (pyproject.toml) and ``python -m``.
+entry = entry_point(main)
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

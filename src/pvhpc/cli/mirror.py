@@ -21,7 +21,7 @@ from ..channel_map import SYNTAX, parse_channel_map
 from ..errors import UsageError
 from ..log import configure_logging, parse_level
 from ..mirror import MirrorServer, format_report
-from .common import Parser, add_version, run_main
+from .common import Parser, add_version, entry_point, run_main
 
 __all__ = ["main", "build_parser"]
 
@@ -172,5 +172,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else 1
 
 
+# The console script (pyproject.toml) and ``python -m``.
+entry = entry_point(main)
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

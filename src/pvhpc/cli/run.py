@@ -49,7 +49,7 @@ from rich.live import Live
 
 from ..statusview import StageRow, StatusWatcher, row_from_status, status_table
 from ..workflow import LOOPBACK_ENV, ConsumerSet, Endpoint, Stage, Workflow, load_workflow
-from .common import Parser, add_version, run_main
+from .common import Parser, add_version, entry_point, run_main
 
 __all__ = ["main", "build_parser"]
 
@@ -1032,4 +1032,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry_point(main)()

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from ..log import configure_logging, parse_level
 from ..simulator import COLOR_MODES, DATATYPES, Simulator, SimulatorConfig
-from .common import Parser, add_version, run_main
+from .common import Parser, add_version, entry_point, run_main
 
 __all__ = ["main", "build_parser"]
 
@@ -259,5 +259,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else 1
 
 
+# The console script (pyproject.toml) and ``python -m``.
+entry = entry_point(main)
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

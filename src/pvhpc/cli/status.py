@@ -16,7 +16,7 @@ from rich.live import Live
 
 from ..errors import UsageError
 from ..statusview import StatusWatcher, expand_pattern, status_table
-from .common import Parser, add_version, run_main
+from .common import Parser, add_version, entry_point, run_main
 
 __all__ = ["main", "build_parser"]
 
@@ -153,4 +153,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry_point(main)()
