@@ -50,11 +50,11 @@ def _thread_state_pinner() -> Callable[[], Any]:
 # seconds, then after twice as long each time, up to every PROBE_MAX seconds.
 PROBE_FIRST = 0.25
 PROBE_MAX = 1.0
-# Replaced channels waiting to be released (see Receiver._retire); while this many
-# wait, no new channel is tried.
-MAX_RETIRED = 8
-# A released channel's connection callback is kept this much longer.
-CALLBACK_GRACE = 30.0
+# Fresh channels one receiver may create over its life (see Receiver._retire).
+MAX_CHANNELS = 256
+# A monitor that has sent nothing this long after its channel (re)connected did not
+# resume (see Receiver.supervise).
+RESUME_TIMEOUT = 1.0
 
 _pin_thread_state = _thread_state_pinner()
 # Threads whose state is pinned. An ident reused by a later thread only means
@@ -144,13 +144,15 @@ class Receiver:
         self._stopped = False
         self._last_error_log = 0.0
         self._connection_lock = threading.Lock()
-        # What pvaccess may still call must stay alive (see _retire): one bound
-        # method is every channel's monitor callback; replaced channels, with their
-        # connection callbacks, by generation; callbacks of released channels.
+        # What pvaccess may still call stays alive (see _retire): one bound method is
+        # every channel's monitor callback; replaced channels keep their callbacks.
         self._update_callback = self._on_update
         self._connection_callback: Callable[[bool], None] | None = None
-        self._retired: dict[int, list] = {}
-        self._released_callbacks: collections.deque = collections.deque()
+        self._retired: list[tuple[Any, Any]] = []
+        # n_received when the channel was subscribed or lost (None: nothing to check),
+        # and when it connected.
+        self._quiet_mark: int | None = None
+        self._connected_at = 0.0
 
     def start(self) -> None:
         """Create the channel and start the monitor; returns at once, connects later."""
@@ -166,7 +168,15 @@ class Receiver:
         client per host when they are unicast. A fresh channel searches at once: so
         while unconnected the monitor is moved to a fresh channel ``PROBE_FIRST``
         seconds after subscribing or losing the source, then after twice as long
-        each time, up to every ``PROBE_MAX`` seconds.
+        each time, up to every ``PROBE_MAX`` seconds, for at most ``MAX_CHANNELS``
+        channels over the receiver's life (about four minutes of waiting in all).
+
+        A monitor sends the source's current value as soon as its channel connects.
+        One that has sent nothing ``RESUME_TIMEOUT`` seconds after connecting did not
+        resume: pvAccess reconnects a channel whose record was re-created with
+        another structure, and its monitor can stay silent (seen in about 1 of 10
+        runs of ``test_objects_without_a_usable_id_are_counted_as_errors``). The
+        monitor then moves to a fresh channel.
 
         The connection is also polled here: a connection made inside ``monitor()``,
         before the callback could be set, is never reported by a callback.
@@ -181,13 +191,30 @@ class Receiver:
             up = False
         if up != self.connected:
             self._on_connection(up, self._generation, polled=True)
-        if self._retired:
-            self._release_retired(now)
         if up:
             self._probe_window = PROBE_FIRST
-        elif now - self._subscribed_at >= self._probe_window and len(self._retired) < MAX_RETIRED:
-            self._probe_window = min(self._probe_window * 2, PROBE_MAX)
-            self._subscribe(now)
+            mark = self._quiet_mark
+            if mark is not None and now - self._connected_at >= RESUME_TIMEOUT:
+                self._quiet_mark = None
+                if self.n_received == mark and len(self._retired) + 1 < MAX_CHANNELS:
+                    self.logger.warning(
+                        "connected to %s but its monitor sent nothing in %g s; subscribing again",
+                        self.channel_name,
+                        RESUME_TIMEOUT,
+                    )
+                    self._subscribe(now)
+        elif now - self._subscribed_at >= self._probe_window:
+            if len(self._retired) + 1 < MAX_CHANNELS:
+                self._probe_window = min(self._probe_window * 2, PROBE_MAX)
+                self._subscribe(now)
+            elif len(self._retired) + 1 == MAX_CHANNELS:
+                self._retired.append((None, None))  # say it once
+                self.logger.info(
+                    "%s: tried %d fresh channels; from now on waiting on pvAccess's own "
+                    "search, which looks less and less often",
+                    self.channel_name,
+                    MAX_CHANNELS,
+                )
 
     def _subscribe(self, now: float) -> None:
         """Monitor the channel on a fresh ``pvaccess.Channel`` (main thread)."""
@@ -200,6 +227,7 @@ class Receiver:
         # The first update of a fresh monitor is the source's current object.
         self._to_skip = self.skip_initial
         self._subscribed_at = now
+        self._quiet_mark = self.n_received
         channel.monitor(self._update_callback, self.request)
         callback = self._connection_callback = lambda up: self._on_connection(up, generation)
         # The callback is set after monitor() returns: set before, pvaccess can run it
@@ -208,16 +236,17 @@ class Receiver:
         self._channel = channel
 
     def _retire(self) -> None:
-        """Stop the current channel's monitor and keep the channel until it is safe to free.
+        """Stop the current channel's monitor and keep the channel for good.
 
-        A replaced channel goes on searching, and connects when the source appears.
-        pvaccess delivers that connection from its own thread into the channel object
-        and then its callback, without holding a reference: a channel freed just as
-        it connects is used after it was freed. Measured: a segmentation fault
-        within seconds with channels coming and going, and once in about 40 starts
-        of a collector whose four producers were starting too. So a replaced channel
-        is kept until it has reported its connection (then nothing more is under
-        way for it), and its callback for CALLBACK_GRACE seconds beyond that.
+        A replaced channel goes on searching, connects when the source appears and
+        goes on following its connection. pvaccess delivers each change from its
+        own thread into the channel object, without holding a reference: a channel
+        freed while a change is under way is used after it was freed. Measured: a
+        segmentation fault within seconds with channels coming and going, and once
+        in about 40 starts of a collector whose four producers were starting too.
+        Freeing one only after it had connected still crashed once under churn. No
+        moment is known to be safe, so a replaced channel is never freed;
+        ``MAX_CHANNELS`` bounds how many a receiver makes.
         """
         channel, self._channel = self._channel, None
         if channel is None:
@@ -230,21 +259,7 @@ class Receiver:
             channel.stopMonitor()
         except pva.PvaException as exc:
             self.logger.debug("stopping monitor on %s: %s", self.channel_name, exc)
-        with self._connection_lock:
-            self._retired[self._generation] = [channel, self._connection_callback, False]
-
-    def _release_retired(self, now: float) -> None:
-        """Free the replaced channels that have connected since (main thread)."""
-        released = []
-        with self._connection_lock:
-            for generation, (_, callback, connected) in list(self._retired.items()):
-                if connected:
-                    released.append(self._retired.pop(generation)[0])
-                    self._released_callbacks.append((now, callback))
-        del released  # the channels are freed here, outside the lock
-        grace = self._released_callbacks
-        while grace and now - grace[0][0] > CALLBACK_GRACE:
-            grace.popleft()
+        self._retired.append((channel, self._connection_callback))
 
     def stop(self) -> None:
         """Stop the monitor; after this returns no more objects are delivered."""
@@ -290,22 +305,19 @@ class Receiver:
     def _on_connection(self, connected: bool, generation: int, polled: bool = False) -> None:
         # From pvaccess threads (callback) or the main thread (polled).
         with self._connection_lock:
-            if generation != self._generation:
-                retired = self._retired.get(generation)
-                if retired is not None and connected:
-                    retired[2] = True  # a replaced channel: now safe to free
-                return
-            if connected == self.connected:
-                return  # a change already seen
+            if generation != self._generation or connected == self.connected:
+                return  # a replaced channel, or a change already seen
             self.connected = connected
             again = connected and self._ever_connected
             if connected:
                 self._ever_connected = True
                 self.n_connects += 1
+                self._connected_at = time.monotonic()
             else:
                 # Give pvAccess's own reconnection a moment before probing.
                 self._subscribed_at = time.monotonic()
                 self._probe_window = PROBE_FIRST
+                self._quiet_mark = self.n_received
         if connected:
             if again and not polled:
                 # The same channel reconnected: its monitor sends the source's current
