@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -194,7 +195,7 @@ def pty_expect(child: pexpect.spawn, pattern: str, timeout: float) -> str:
 
 def test_status_live_view_in_a_terminal(stream):
     prefix = stream[0]
-    env = dict(os.environ, NO_COLOR="1")
+    env = dict(os.environ, NO_COLOR="1", PYTHONFAULTHANDLER="1")
     child = pexpect.spawn(
         sys.executable,
         ["-m", "pvhpc", "status", f"{prefix}:c:*:status", "--max-id", "3", "--period", "0.3"],
@@ -211,10 +212,26 @@ def test_status_live_view_in_a_terminal(stream):
         text = pty_expect(child, rows[0] + r"(.|\n)*" + rows[1], 20)
         assert "p50 ms" in text and "published" in text
         child.sendintr()
-        child.expect(pexpect.EOF, timeout=10)
+        if child.expect([pexpect.EOF, pexpect.TIMEOUT], timeout=10) == 1:
+            raise AssertionError(f"pvhpc status did not end on Ctrl-C:\n{_where(child)}")
     finally:
         child.close(force=True)
     assert child.exitstatus == 0
+
+
+def _where(child: pexpect.spawn) -> str:
+    """Where a process that does not end is stuck: its kernel state, then the Python
+    stacks of all its threads (faulthandler, on SIGABRT)."""
+    with open(f"/proc/{child.pid}/status") as f:
+        state = next((line.strip() for line in f if line.startswith("State:")), "?")
+    with open(f"/proc/{child.pid}/wchan") as f:
+        wchan = f.read().strip()
+    os.kill(child.pid, signal.SIGABRT)
+    try:
+        child.expect(pexpect.EOF, timeout=5)
+    except pexpect.TIMEOUT:
+        pass
+    return f"{state}, wchan {wchan}\n" + ANSI.sub("", child.before or "")[-6000:]
 
 
 def test_control_configure_and_mistakes(stream):

@@ -7,7 +7,9 @@ appear later (a stage started after the view) get their row when they do.
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
 
@@ -131,13 +133,23 @@ def _body(argv: Sequence[str] | None) -> int:
             return 0
         end = started + args.duration if args.duration > 0 else None
         console = Console(width=_width())
-        with Live(_table(watcher, explicit, started), console=console, auto_refresh=False) as live:
-            try:
+        # Ctrl-C is how a live view ends; the last table stays on screen. It sets an
+        # event rather than raising KeyboardInterrupt anywhere: raised just after a
+        # lock was taken, that leaves the lock held, the next status update waits on
+        # it in a pvaccess thread, and stopping the monitors then waits for that.
+        interrupted = threading.Event()
+        previous = signal.signal(signal.SIGINT, lambda *_: interrupted.set())
+        try:
+            with Live(
+                _table(watcher, explicit, started), console=console, auto_refresh=False
+            ) as live:
                 while end is None or time.monotonic() < end:
-                    time.sleep(min(args.period, max(0.0, (end or 1e18) - time.monotonic())))
+                    left = (end or 1e18) - time.monotonic()
+                    if interrupted.wait(min(args.period, max(0.0, left))):
+                        break
                     live.update(_table(watcher, explicit, started), refresh=True)
-            except KeyboardInterrupt:
-                pass  # Ctrl-C is how a live view ends: the last table stays on screen
+        finally:
+            signal.signal(signal.SIGINT, previous)
         return 0
     finally:
         watcher.close()
