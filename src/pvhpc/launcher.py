@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from typing import NoReturn
 
 from .errors import ProcessorError
 from .log import configure_logging
@@ -41,7 +42,7 @@ def _install_stop_handlers(stop: Callable[[str], None]) -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-def exit_process(status: int):
+def exit_process(status: int) -> NoReturn:
     """End this process with ``status`` without finalizing the interpreter.
 
     pvaccess threads go on running while Python shuts down, and one that calls into

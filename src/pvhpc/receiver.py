@@ -295,6 +295,8 @@ class Receiver:
 
     def reset_stats(self) -> None:
         self.n_overruns_base += self.n_overruns
+        if self._quiet_mark is not None:
+            self._quiet_mark -= self.n_received  # still "nothing since" if nothing came
         self.n_received = self.n_skipped = self.n_errors = 0
         self.tracker.reset()
 

@@ -99,6 +99,8 @@ def entry_point(main: Callable[[], int]) -> Callable[[], None]:
                 status = 1
             else:
                 status = exc.code or 0
+        except KeyboardInterrupt:  # Ctrl-C before a command's own handling
+            status = 130
         exit_process(status)
 
     return entry
