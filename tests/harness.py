@@ -131,9 +131,12 @@ class ProcessGroup:
     def __init__(self):
         self.procs: list[Proc] = []
 
-    def start(self, *args: str, name: str | None = None, env: dict | None = None) -> Proc:
-        """Start ``python -m pvhpc <args>``, e.g. ``start('sim', '-cn', ch, ...)``."""
-        proc = Proc([str(a) for a in args], name or f"{args[0]}{len(self.procs)}", env)
+    def start(
+        self, *args: str, name: str | None = None, env: dict | None = None, module: str = "pvhpc"
+    ) -> Proc:
+        """Start ``python -m pvhpc <args>``, e.g. ``start('sim', '-cn', ch, ...)``, or
+        another ``module`` (found on ``env``'s ``PYTHONPATH``)."""
+        proc = Proc([str(a) for a in args], name or f"{args[0]}{len(self.procs)}", env, module)
         self.procs.append(proc)
         return proc
 
@@ -175,8 +178,7 @@ def wait_for_channel(channel: str, timeout: float = 30) -> pva.PvObject:
 
 def control(channel: str, command: str, args: str = "", timeout: float = 20) -> str:
     """Put a command on a control channel; return the ``statusMessage`` that follows
-    (what ``pvhpc control`` does)."""
-    wait_for_channel(channel, timeout)
+    (what ``pvhpc control`` does; it waits up to ``timeout`` for the channel too)."""
     return send_command(channel, command, args, timeout)
 
 

@@ -149,6 +149,7 @@ class Receiver:
         self._update_callback = self._on_update
         self._connection_callback: Callable[[bool], None] | None = None
         self._retired: list[tuple[Any, Any]] = []
+        self._out_of_channels = False
         # n_received when the channel was subscribed or lost (None: nothing to check),
         # and when it connected.
         self._quiet_mark: int | None = None
@@ -196,25 +197,30 @@ class Receiver:
             mark = self._quiet_mark
             if mark is not None and now - self._connected_at >= RESUME_TIMEOUT:
                 self._quiet_mark = None
-                if self.n_received == mark and len(self._retired) + 1 < MAX_CHANNELS:
+                if self.n_received == mark and self._may_subscribe_again():
                     self.logger.warning(
                         "connected to %s but its monitor sent nothing in %g s; subscribing again",
                         self.channel_name,
                         RESUME_TIMEOUT,
                     )
                     self._subscribe(now)
-        elif now - self._subscribed_at >= self._probe_window:
-            if len(self._retired) + 1 < MAX_CHANNELS:
-                self._probe_window = min(self._probe_window * 2, PROBE_MAX)
-                self._subscribe(now)
-            elif len(self._retired) + 1 == MAX_CHANNELS:
-                self._retired.append((None, None))  # say it once
-                self.logger.info(
-                    "%s: tried %d fresh channels; from now on waiting on pvAccess's own "
-                    "search, which looks less and less often",
-                    self.channel_name,
-                    MAX_CHANNELS,
-                )
+        elif now - self._subscribed_at >= self._probe_window and self._may_subscribe_again():
+            self._probe_window = min(self._probe_window * 2, PROBE_MAX)
+            self._subscribe(now)
+
+    def _may_subscribe_again(self) -> bool:
+        """Whether one more fresh channel may be made; says so once when not."""
+        if self._generation < MAX_CHANNELS:  # one channel per generation
+            return True
+        if not self._out_of_channels:
+            self._out_of_channels = True
+            self.logger.info(
+                "%s: tried %d fresh channels; from now on waiting on pvAccess's own "
+                "search, which looks less and less often",
+                self.channel_name,
+                MAX_CHANNELS,
+            )
+        return False
 
     def _subscribe(self, now: float) -> None:
         """Monitor the channel on a fresh ``pvaccess.Channel`` (main thread)."""

@@ -28,6 +28,7 @@ from harness import (
     pv_get,
     recorded,
     wait_accounted,
+    wait_all_receiving,
     wait_for,
 )
 
@@ -90,14 +91,8 @@ def status(prefix, i=1, tag="c"):
     return pv_get(f"{prefix}:{tag}:{i}:status")
 
 
-def wait_received(procs, prefix, ids=(1,), tag="c", n=1):
-    for i in ids:
-        wait_for(
-            lambda i=i: status(prefix, i, tag)["receiverStats"]["nReceived"] >= n,
-            30,
-            f"{tag} {i} to receive {n} update(s)",
-            procs=procs,
-        )
+def wait_received(procs, prefix, ids=(1,), tag="c"):
+    wait_all_receiving([f"{prefix}:{tag}:{i}:status" for i in ids], procs, 30)
 
 
 def sent_by(sim, timeout) -> int:
@@ -635,7 +630,14 @@ def test_objects_without_a_usable_id_are_counted_as_errors(procs, prefix, tmp_pa
                 f"the consumer to connect to record {phase}",
                 procs=procs,
             )
-            wait_received(procs, prefix, n=status(prefix)["receiverStats"]["nReceived"])
+            # The new record's current value has arrived (and was skipped, as each
+            # subscription's first update is): the monitor is live.
+            wait_for(
+                lambda phase=phase: status(prefix)["receiverStats"]["nSkipped"] >= phase,
+                20,
+                f"the consumer's monitor on record {phase} to send its first update",
+                procs=procs,
+            )
             for value in batch:
                 server.update(channel, pva.PvObject(shape, value))
             if phase < 3:

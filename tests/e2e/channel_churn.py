@@ -1,9 +1,7 @@
-"""Small PVA servers and clients for fault tests (run as a script).
+"""Channels that come and go, and receivers that chase them (``python -m channel_churn``).
 
 ``churn PREFIX N SECONDS``: a PVA server that adds and removes the records
 PREFIX:0 … PREFIX:N-1 at random every 1–20 ms, for SECONDS.
-``produce PREFIX N SECONDS``: a PVA server with the records PREFIX:1 … PREFIX:N,
-updated in turn with rising ``uniqueId`` every 2 ms, for SECONDS.
 ``receive PREFIX N SECONDS``: N pvhpc receivers on those channels, probing for a
 fresh channel every 10 ms while unconnected, for SECONDS; prints one JSON line of
 counts and ends with status 0 (a crash ends it with a signal).
@@ -40,19 +38,6 @@ def churn(prefix: str, n: int, seconds: float) -> None:
         time.sleep(rng.uniform(0.001, 0.02))
 
 
-def produce(prefix: str, n: int, seconds: float) -> None:
-    server = pva.PvaServer()
-    names = [f"{prefix}:{i}" for i in range(1, n + 1)]
-    for name in names:
-        server.addRecord(name, pva.PvObject({"uniqueId": pva.INT}, {"uniqueId": 0}))
-    end = time.monotonic() + seconds
-    uid = 0
-    while time.monotonic() < end:
-        uid += 1
-        server.update(names[uid % n], pva.PvObject({"uniqueId": pva.INT}, {"uniqueId": uid}))
-        time.sleep(0.002)
-
-
 def receive(prefix: str, n: int, seconds: float) -> None:
     receiver.PROBE_FIRST = receiver.PROBE_MAX = 0.01
     receivers = [
@@ -78,4 +63,4 @@ def receive(prefix: str, n: int, seconds: float) -> None:
 
 if __name__ == "__main__":
     mode, prefix, n, seconds = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
-    {"churn": churn, "produce": produce, "receive": receive}[mode](prefix, n, seconds)
+    (churn if mode == "churn" else receive)(prefix, n, seconds)
