@@ -109,7 +109,7 @@ def run_stream(procs, prefix, consumers, ids, frames, fps, copies=1, size=32):
 
 
 def test_single_consumer_processes_every_frame(procs, prefix, tmp_path):
-    c = consumer(procs, prefix, tmp_path)
+    c = consumer(procs, prefix, tmp_path, "-sqs", "100")
     sent, reports = run_stream(procs, prefix, [c], [1], 60, 30)
     ids = recorded(str(tmp_path / "ids-{processorId}.json"), 1)["ids"]
     assert ids == list(range(1, sent + 1))
@@ -171,7 +171,7 @@ def test_status_and_control_while_data_flows(procs, prefix, tmp_path):
 
 
 def test_multiple_consumers_each_get_every_frame(procs, prefix, tmp_path):
-    c = consumer(procs, prefix, tmp_path, "-nc", "2")
+    c = consumer(procs, prefix, tmp_path, "-nc", "2", "-sqs", "100")
     sent, reports = run_stream(procs, prefix, [c], [1, 2], 40, 20, copies=2)
     for i in (1, 2):
         assert recorded(str(tmp_path / "ids-{processorId}.json"), i)["ids"] == list(
@@ -181,7 +181,7 @@ def test_multiple_consumers_each_get_every_frame(procs, prefix, tmp_path):
 
 
 def test_distribution_alternates_between_two_consumers(procs, prefix, tmp_path):
-    c = consumer(procs, prefix, tmp_path, "-nc", "2", "-du", "1")
+    c = consumer(procs, prefix, tmp_path, "-nc", "2", "-du", "1", "-sqs", "100")
     sent, reports = run_stream(procs, prefix, [c], [1, 2], 60, 30)
     a = recorded(str(tmp_path / "ids-{processorId}.json"), 1)["ids"]
     b = recorded(str(tmp_path / "ids-{processorId}.json"), 2)["ids"]
@@ -194,7 +194,7 @@ def test_distribution_alternates_between_two_consumers(procs, prefix, tmp_path):
 
 
 def test_two_consumer_sets_split_in_runs_of_three(procs, prefix, tmp_path):
-    common = ("-nc", "2", "-du", "3", "-nds", "2")
+    common = ("-nc", "2", "-du", "3", "-nds", "2", "-sqs", "100")
     set_a = consumer(procs, prefix, tmp_path, *common, "-id", "1", "-ds", "A", name="setA")
     set_b = consumer(procs, prefix, tmp_path, *common, "-id", "3", "-ds", "B", name="setB")
     sent, reports = run_stream(procs, prefix, [set_a, set_b], [1, 2, 3, 4], 60, 30, copies=2)
@@ -266,7 +266,7 @@ def test_distribution_with_receiver_queues_keeps_up(procs, prefix, tmp_path):
 
 
 def test_processor_errors_are_counted_and_the_stream_goes_on(procs, prefix, tmp_path):
-    c = consumer(procs, prefix, tmp_path, processor_args={"failOnIds": [3, 7]})
+    c = consumer(procs, prefix, tmp_path, "-sqs", "100", processor_args={"failOnIds": [3, 7]})
     sent, reports = run_stream(procs, prefix, [c], [1], 30, 30)
     r = reports[1]
     assert r["processorStats"]["nErrors"] == 2

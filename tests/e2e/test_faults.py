@@ -116,7 +116,7 @@ def test_consumer_started_long_before_its_source_gets_every_frame(procs, prefix,
     """pvAccess backs off its channel search while a source is absent (seen: consumers
     started 3-4 s early missing the first 36-190 frames). The receiver re-creates its
     channel while unconnected, so it connects about as soon as the source appears."""
-    c = consumer(procs, prefix, tmp_path, "-ll", "info")
+    c = consumer(procs, prefix, tmp_path, "-ll", "info", "-sqs", "100")
     # The source stays absent long enough for the search back-off to grow.
     wait_for(lambda: status(prefix)["processorStats"]["runtime"] >= 8, 30, "8 s without a source")
     sim = simulator(procs, prefix, 200, 100, delay=2)
@@ -140,7 +140,7 @@ def test_source_restart_is_a_new_stream_not_a_loss(procs, prefix, tmp_path):
     """Kill the simulator mid-stream, start a new one on the same channel: the monitor
     reconnects, ids starting again from 1 are a new stream (one restart, nothing
     missed or rejected), and the counts add up over both streams."""
-    c = consumer(procs, prefix, tmp_path)
+    c = consumer(procs, prefix, tmp_path, "-sqs", "100")
     first = simulator(procs, prefix, 600, 100, name="sim-1")
     wait_received(procs, prefix)
     # Kill it (no goodbye) once a good part of its stream went out.
@@ -184,7 +184,7 @@ def answers(channel: str, timeout: float = 1.0) -> bool:
 def test_one_of_three_consumers_killed_the_others_go_on(procs, prefix, tmp_path):
     import psutil
 
-    group = consumer(procs, prefix, tmp_path, "-nc", "3")
+    group = consumer(procs, prefix, tmp_path, "-nc", "3", "-sqs", "100")
     sim = simulator(procs, prefix, 400, 100)
     wait_received(procs, prefix, ids=(1, 2, 3))
     wait_for(lambda: status(prefix, 2)["processorStats"]["nProcessed"] >= 50, 30, "frames to flow")
@@ -315,7 +315,8 @@ def faulty_ids(tmp_path, i=1) -> list[int]:
 
 def test_processor_raising_in_process_is_counted_and_the_stream_goes_on(procs, prefix, tmp_path):
     bad = [2, 50, 51, 99]
-    c = faulty(procs, prefix, tmp_path, {"failIn": "process", "failOnIds": bad}, "-rqs", "100")
+    config = {"failIn": "process", "failOnIds": bad}
+    c = faulty(procs, prefix, tmp_path, config, "-rqs", "100", "-sqs", "100")
     sim = simulator(procs, prefix, 100, 100)
     wait_received(procs, prefix)
     sent = sent_by(sim, 30)
@@ -348,7 +349,7 @@ def test_processor_raising_in_start_ends_with_one_clear_line(procs, prefix, tmp_
 
 
 def test_processor_raising_in_stop_is_logged_and_the_consumer_ends(procs, prefix, tmp_path):
-    c = faulty(procs, prefix, tmp_path, {"failIn": "stop"})
+    c = faulty(procs, prefix, tmp_path, {"failIn": "stop"}, "-sqs", "100")
     sim = simulator(procs, prefix, 50, 100)
     wait_received(procs, prefix)
     sent = sent_by(sim, 30)
@@ -366,7 +367,7 @@ def test_processor_raising_in_stop_is_logged_and_the_consumer_ends(procs, prefix
 
 
 def test_processor_raising_in_configure_is_answered_and_changes_nothing(procs, prefix, tmp_path):
-    c = faulty(procs, prefix, tmp_path, {"failIn": "configure"})
+    c = faulty(procs, prefix, tmp_path, {"failIn": "configure"}, "-sqs", "100")
     sim = simulator(procs, prefix, 200, 100)
     wait_received(procs, prefix)
     answer = control(f"{prefix}:c:1:control", "configure", '{"threshold": 7}')

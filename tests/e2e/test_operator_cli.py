@@ -45,6 +45,8 @@ def stream(tmp_path_factory):
         "2",
         "-du",
         "1",
+        "-sqs",
+        "100",
         "-rp",
         "0.5",
         "-pf",
