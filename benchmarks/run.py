@@ -528,21 +528,7 @@ def stream_run(
         run.rss = list(con.peak_rss_each)
         for p in procs:
             p.stop()
-        text = con.text()
-        if impl == FLOOR:
-            res = _last_json(text)
-            run.stats = {
-                "processed": res.get("nCounted", 0),
-                "overruns": res.get("nOverruns", 0),
-                "missed": 0,
-                "rejected": 0,
-                "errors": 0,
-                "firstIds": [1],
-            }
-        elif impl == REF:
-            run.stats = summarize(parse_ref_stats(text))
-        else:
-            run.stats = summarize(parse_our_stats(text))
+        run.stats = consumer_stats(impl, con.text())
         if probe_proc is not None:
             res = _last_json(probe_proc.text())
             run.stats["probeP50"] = res.get("latencyP50")
@@ -550,14 +536,7 @@ def stream_run(
             run.stats["probeN"] = res.get("nCounted")
         s = run.stats
         run.ok = impl == FLOOR or s.get("nStages", 0) == n_consumers
-        run.lossless = (
-            run.ok
-            and s["processed"] == run.sent
-            and s["missed"] == 0
-            and s["overruns"] == 0
-            and s["rejected"] == 0
-            and s["errors"] == 0
-        )
+        run.lossless = run.ok and lossless(s, run.sent)
         # A consumer that connected after the first frame did not see the whole stream.
         run.late_start = (
             not run.lossless
@@ -573,6 +552,33 @@ def stream_run(
             if p.alive():
                 p.stop()
         sim.stop()
+
+
+def consumer_stats(impl: str, text: str) -> dict:
+    """A consumer set's final counts from its output, in one shape for every impl."""
+    if impl == FLOOR:
+        res = _last_json(text)
+        return {
+            "processed": res.get("nCounted", 0),
+            "overruns": res.get("nOverruns", 0),
+            "missed": 0,
+            "rejected": 0,
+            "errors": 0,
+            "firstIds": [1],
+        }
+    if impl == REF:
+        return summarize(parse_ref_stats(text))
+    return summarize(parse_our_stats(text))
+
+
+def lossless(stats: dict, sent: int) -> bool:
+    return (
+        stats["processed"] == sent
+        and stats["missed"] == 0
+        and stats["overruns"] == 0
+        and stats["rejected"] == 0
+        and stats["errors"] == 0
+    )
 
 
 def _last_json(text: str) -> dict:
@@ -632,6 +638,81 @@ def bench_cpu(cfg) -> dict:
                     }
                 )
         results[f"{size}"] = {"rate": rate, "frames": [n1, n2], "runs": per, "rss": rss}
+    return results
+
+
+def together_run(impls: list, size: int, rate: float, n_frames: int) -> dict:
+    """One simulator stream consumed by every impl at once; CPU and counts of each.
+
+    All of them see the same frames under the same machine load, so their ratios
+    are not moved by what else the machine is doing between runs.
+    """
+    tag = uid()
+    channel = f"{tag}:img"
+    std = 3.0
+    runtime = n_frames / rate
+    wait_quiet()
+    sim = Proc(f"sim-{size}-{rate:g}-together", sim_cmd(OURS, channel, size, rate, runtime, std))
+    cons: dict[str, Proc] = {}
+    out: dict = {"sent": 0, "impls": {}}
+    try:
+        if not sim.wait_for(SIM_READY[OURS], 60):
+            out["note"] = "simulator did not start"
+            return out
+        t_ready = time.monotonic()
+        for k, impl in enumerate(impls):
+            cmd = consumer_cmd(impl, channel, f"{tag}{k}", SERVER_QUEUE.get(size, 500))
+            cons[impl] = Proc(f"{impl}-{size}-{rate:g}-together", cmd)
+        procs = list(cons.values())
+        sleep_sampling(max(0.0, t_ready + std - 0.3 - time.monotonic()), procs)
+        idle = {impl: p.cpu() for impl, p in cons.items()}
+        m = sim.wait_for(SIM_DONE[OURS], std + runtime + 30, procs)
+        if not m:
+            out["note"] = "simulator did not finish"
+            return out
+        sleep_sampling(1.0 + 0.1 * runtime, procs)
+        end = {impl: p.cpu() for impl, p in cons.items()}
+        out["sent"] = sent = int(m.group(1))
+        for p in procs:
+            p.stop()
+        for impl, p in cons.items():
+            stats = consumer_stats(impl, p.text())
+            out["impls"][impl] = {
+                "cpu": end[impl] - idle[impl],
+                "lossless": (impl == FLOOR or stats.get("nStages") == 1) and lossless(stats, sent),
+            }
+        return out
+    finally:
+        for p in cons.values():
+            if p.alive():
+                p.stop()
+        sim.stop()
+
+
+def bench_together(cfg) -> dict:
+    """Consumer CPU per frame with ours, the reference and the floor on one stream."""
+    results = {}
+    impls = [OURS, REF, FLOOR]
+    for size, rate, n1, n2 in cfg.together_points:
+        per: dict[str, list] = {v: [] for v in impls}
+        for rep in range(cfg.repeats):
+            runs = [together_run(impls, size, rate, n) for n in (n1, n2)]
+            short, long_ = runs
+            for impl in impls:
+                a, b = short["impls"].get(impl), long_["impls"].get(impl)
+                if not (a and b):
+                    why = short.get("note") or long_.get("note")
+                    log(f"  together {size} {impl}: no result ({why})")
+                    continue
+                ok = a["lossless"] and b["lossless"] and long_["sent"] > short["sent"]
+                log(
+                    f"  together {size} {impl}: cpu {a['cpu']:.3f} / {b['cpu']:.3f} s for "
+                    f"{short['sent']} / {long_['sent']} frames, lossless={ok}"
+                )
+                if ok:
+                    marginal = (b["cpu"] - a["cpu"]) / (long_["sent"] - short["sent"]) * 1e6
+                    per[impl].append({"marginal": marginal, "rep": rep})
+        results[f"{size}"] = {"rate": rate, "frames": [n1, n2], "runs": per}
     return results
 
 
@@ -1102,6 +1183,7 @@ class Config:
     small_repeats: int  # collector CPU and latency
     search_repeats: int
     cpu_points: list
+    together_points: list
     nolatency: bool
     sizes: list
     guesses: dict
@@ -1128,6 +1210,7 @@ def make_config(quick: bool) -> Config:
             small_repeats=1,
             search_repeats=1,
             cpu_points=[(128, 5000, 2500, 10000)],
+            together_points=[(1024, 400, 400, 1600)],
             nolatency=False,
             sizes=[128, 1024],
             guesses=guesses,
@@ -1149,6 +1232,7 @@ def make_config(quick: bool) -> Config:
         small_repeats=2,
         search_repeats=2,
         cpu_points=[(128, 5000, 2500, 20000), (1024, 800, 400, 4000)],
+        together_points=[(1024, 400, 800, 4000)],
         nolatency=True,
         sizes=[128, 512, 1024, 2048],
         guesses=guesses,
@@ -1168,6 +1252,7 @@ def make_config(quick: bool) -> Config:
 
 BENCHES = {
     "cpu": bench_cpu,
+    "together": bench_together,
     "lossless": bench_lossless,
     "sim": bench_sim,
     "collector": bench_collector,
