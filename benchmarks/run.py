@@ -641,11 +641,12 @@ def bench_cpu(cfg) -> dict:
     return results
 
 
-def together_run(impls: list, size: int, rate: float, n_frames: int) -> dict:
+def together_run(impls: list, size: int, rate: float, n_frames: int, drain: float) -> dict:
     """One simulator stream consumed by every impl at once; CPU and counts of each.
 
     All of them see the same frames under the same machine load, so their ratios
-    are not moved by what else the machine is doing between runs.
+    are not moved by what else the machine is doing between runs. CPU is read
+    ``drain`` seconds after the last frame.
     """
     tag = uid()
     channel = f"{tag}:img"
@@ -670,7 +671,7 @@ def together_run(impls: list, size: int, rate: float, n_frames: int) -> dict:
         if not m:
             out["note"] = "simulator did not finish"
             return out
-        sleep_sampling(1.0 + 0.1 * runtime, procs)
+        sleep_sampling(drain, procs)
         end = {impl: p.cpu() for impl, p in cons.items()}
         out["sent"] = sent = int(m.group(1))
         for p in procs:
@@ -696,8 +697,9 @@ def bench_together(cfg) -> dict:
     for size, rate, n1, n2 in cfg.together_points:
         per: dict[str, list] = {v: [] for v in impls}
         for rep in range(cfg.repeats):
-            runs = [together_run(impls, size, rate, n) for n in (n1, n2)]
-            short, long_ = runs
+            # The same wait after both lengths, so that it cancels too.
+            drain = 1.0 + 0.1 * n2 / rate
+            short, long_ = (together_run(impls, size, rate, n, drain) for n in (n1, n2))
             for impl in impls:
                 a, b = short["impls"].get(impl), long_["impls"].get(impl)
                 if not (a and b):
