@@ -44,7 +44,7 @@ def render(results: dict, cfg) -> tuple[str, dict]:
         "on one machine, same source, runs alternating between the two and repeated. "
         "Tables give medians; **ratio** is the median of the per-repeat ratios "
         "ours/reference (below 1 is better for CPU and latency, above 1 for rates). "
-        "Regenerate with `make bench` (about 20 minutes) or "
+        "Regenerate with `make bench` (about 25 minutes) or "
         "`.venv/bin/python benchmarks/run.py --quick` (about 3 minutes, fewer points); "
         "`benchmarks/results.json` holds every raw number.\n"
     )
@@ -674,7 +674,9 @@ def _method_section(w, cfg) -> None:
     w(
         f"- Repeats: {cfg.repeats} for CPU and the simulator, {cfg.small_repeats} for "
         f"latency and the collector's CPU; {cfg.search_repeats} "
-        f"searches per lossless point, each {cfg.lossless_seconds:g} s of frames per run "
+        "searches per lossless point"
+        + "".join(f", {n} at {k}×{k}" for k, n in cfg.search_repeats_at.items())
+        + f", each {cfg.lossless_seconds:g} s of frames per run "
         "(the seed's tests ran 60 s; short runs with a bounded server queue still fail "
         "a consumer that cannot keep up, since its backlog outgrows the queue)."
     )
