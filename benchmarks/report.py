@@ -583,8 +583,13 @@ def _together_section(w, together: dict) -> None:
         "deserializes the next one into the same buffer, so pvData copies the old "
         "contents to a fresh buffer first (inside `PVValueArray::deserialize`, seen with "
         "`perf record --call-graph dwarf`). Any client that republishes or keeps a frame "
-        "pays it; the reference too. A consumer without an output channel costs what "
-        "the floor does.\n"
+        "pays it; the reference too. Measured by hand the same way (2026-12-03, three "
+        "repeats, 1024×1024 at 400 fps): ours without an output channel 261, 303, 307 µs "
+        "per frame against the floor's 276, 309, 308 in the same runs. The callback's "
+        "object is pvaccess's own copy of pvAccess's buffer structure, so emptying its "
+        "array after publishing does not spare the copy (a bare monitor that publishes "
+        "and then empties it cost as much as one that only publishes), and glibc's "
+        "allocation thresholds do not move it either.\n"
     )
 
 
