@@ -128,6 +128,13 @@ def _summary_section(w, results: dict) -> None:
             and (row["ours"] >= row["ref"] or ours_lim)
         )
         note = " (both at the simulator's limit)" if ours_lim and ref_lim else ""
+        if not met and row["oursAll"] and row["refAll"]:
+            # Near the limit single runs pass or fail at random: show how far apart
+            # the searches are, not only their medians.
+            note += (
+                f" (searches: ours {min(row['oursAll']):g}–{max(row['oursAll']):g}, "
+                f"reference {min(row['refAll']):g}–{max(row['refAll']):g})"
+            )
         rows.append(
             (
                 f"lossless rate, {size}×{size}, ours vs reference",
