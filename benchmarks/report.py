@@ -176,6 +176,26 @@ def _summary_section(w, results: dict) -> None:
     w("")
 
 
+def _cpu_table(w, blocks: dict, last_header: str, last_cell) -> None:
+    """A table of marginal CPU per frame, one row per frame size, with one column of
+    the caller's (``last_cell(runs)``) at the end."""
+    w(
+        "| frame | rate | frames | ours ms | reference ms | floor ms | ours/reference | "
+        f"floor/reference | {last_header} |"
+    )
+    w("|---|---|---|---|---|---|---|---|---|")
+    for size, block in blocks.items():
+        runs = block["runs"]
+        n1, n2 = block["frames"]
+        w(
+            f"| {size}×{size} | {block['rate']} fps | {n1} / {n2} | "
+            f"{f(_marginal(runs, OURS))} | {f(_marginal(runs, REF))} | "
+            f"{f(_marginal(runs, FLOOR))} | **{f(_marginal_ratio(runs, OURS, REF), '.2f')}** | "
+            f"{f(_marginal_ratio(runs, FLOOR, REF), '.2f')} | {last_cell(runs)} |"
+        )
+    w("")
+
+
 def _cpu_section(w, cpu: dict) -> None:
     w("## 1. Consumer CPU per 1000 frames\n")
     w(
@@ -188,21 +208,7 @@ def _cpu_section(w, cpu: dict) -> None:
         "callback only counts (`benchmarks/floor.py`), the cost of the transport alone "
         "as a plain Python client pays it.\n"
     )
-    w(
-        "| frame | rate | frames | ours ms | reference ms | floor ms | ours/reference | "
-        "floor/reference | ours, latency off ms |"
-    )
-    w("|---|---|---|---|---|---|---|---|---|")
-    for size, block in cpu.items():
-        runs = block["runs"]
-        n1, n2 = block["frames"]
-        w(
-            f"| {size}×{size} | {block['rate']} fps | {n1} / {n2} | "
-            f"{f(_marginal(runs, OURS))} | {f(_marginal(runs, REF))} | "
-            f"{f(_marginal(runs, FLOOR))} | **{f(_marginal_ratio(runs, OURS, REF), '.2f')}** | "
-            f"{f(_marginal_ratio(runs, FLOOR, REF), '.2f')} | {f(_marginal(runs, OURS_NOLAT))} |"
-        )
-    w("")
+    _cpu_table(w, cpu, "ours, latency off ms", lambda runs: f(_marginal(runs, OURS_NOLAT)))
     big = cpu.get("1024")
     if big:
         runs = big["runs"]
@@ -554,22 +560,7 @@ def _together_section(w, together: dict) -> None:
         "three times, so each costs more than in the table above). Marginal CPU as "
         "above: two stream lengths per repeat.\n"
     )
-    w(
-        "| frame | rate | frames | ours ms | reference ms | floor ms | ours/reference | "
-        "floor/reference | ours/floor |"
-    )
-    w("|---|---|---|---|---|---|---|---|---|")
-    for size, block in together.items():
-        runs = block["runs"]
-        n1, n2 = block["frames"]
-        w(
-            f"| {size}×{size} | {block['rate']} fps | {n1} / {n2} | "
-            f"{f(_marginal(runs, OURS))} | {f(_marginal(runs, REF))} | "
-            f"{f(_marginal(runs, FLOOR))} | **{f(_marginal_ratio(runs, OURS, REF), '.2f')}** | "
-            f"{f(_marginal_ratio(runs, FLOOR, REF), '.2f')} | "
-            f"{f(_marginal_ratio(runs, OURS, FLOOR), '.2f')} |"
-        )
-    w("")
+    _cpu_table(w, together, "ours/floor", lambda runs: f(_marginal_ratio(runs, OURS, FLOOR), ".2f"))
     for size, block in together.items():
         runs = block["runs"]
         each = _paired_ratios(runs.get(OURS, []), runs.get(REF, []), "marginal")
