@@ -253,6 +253,14 @@ def consumer():
     c.server.stop()
 
 
+def _whole(value) -> int:
+    """The integer an accepted runtime value stands for, exactly (a float through
+    ``float`` would round ints above 2**53)."""
+    if isinstance(value, float):
+        return int(value)
+    return int(str(value).strip())
+
+
 def runtime_state(c) -> tuple:
     return (c.queue.max_length, c.receiver.skip_initial, c.tracker.offset, c.stop_event.is_set())
 
@@ -284,9 +292,9 @@ def test_configure_applies_all_runtime_keys_or_none(consumer, args):
     if message.startswith("Configured"):
         config = json.loads(args)
         if "receiverQueueSize" in config:
-            assert after[0] == int(float(str(config["receiverQueueSize"]).strip()))
+            assert after[0] == _whole(config["receiverQueueSize"])
         if "objectIdOffset" in config:
-            assert after[2] == int(float(str(config["objectIdOffset"]).strip())) > 0
+            assert after[2] == _whole(config["objectIdOffset"]) > 0
         return
     assert "nothing changed" in message, message
     assert after == before, f"{args!r} was refused ({message}) but changed {before} -> {after}"
