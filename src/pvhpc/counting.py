@@ -6,8 +6,10 @@ consecutive values (``--distributor-updates``); after a run the next one starts
 given, else ``(n-1)·U+1`` for ``n`` consumers (or ``n`` distributor sets), else 1.
 The pattern repeats every ``period = offset + U - 1`` ids. Ids of that pattern that
 never arrived are counted as missed: gaps inside a run, whole runs, and the start of
-a run. An id lower than or equal to the last one means the source restarted: a new
-stream starts there, and nothing is counted as missed for it.
+a run. An id equal to the last one is another part of the same frame (the tiles of a
+split frame all carry its id): nothing is missed and nothing restarts. An id lower
+than the last one means the source restarted: a new stream starts there, and nothing
+is counted as missed for it.
 """
 
 from __future__ import annotations
@@ -84,7 +86,9 @@ class IdTracker:
             self.first = oid
             self._anchor(oid)
             return 0
-        if oid <= last:
+        if oid == last:
+            return 0
+        if oid < last:
             self.n_restarts += 1
             self._anchor(oid)
             return 0
