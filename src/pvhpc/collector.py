@@ -57,6 +57,8 @@ class Collector(Stage):
                     config.oid_field,
                     config.skip_initial_updates,
                     logger=self.logger,
+                    distributor=config.distributor,
+                    on_fatal=self.fail,
                 )
             )
         self._last_tracked: int | None = None
@@ -90,7 +92,9 @@ class Collector(Stage):
         self.cache.release_idle(self.IDLE_RELEASE)
 
     def start(self) -> None:
-        self.setup_processor()
+        self.setup_processor(self.receivers[0].sample)
+        if self.publisher.guessed:
+            self.receivers[0].first_update = self.learn_output_type
         self.start_common()
         self.logger.info(
             "collector %s: producers %s, cache size %d",
@@ -156,6 +160,7 @@ class Collector(Stage):
                 "maxCached": self.cache.max_held,
                 "nCollected": self.cache.n_released,
                 "nRejected": self.cache.n_rejected,
+                "nDuplicates": self.cache.n_duplicates,
                 "lastReleasedId": (
                     self.cache.last_released if self.cache.last_released is not None else -1
                 ),

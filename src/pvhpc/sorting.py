@@ -9,7 +9,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["SortingCache"]
+import numpy as np
+
+__all__ = ["SortingCache", "same_object"]
 
 
 class SortingCache:
@@ -21,8 +23,11 @@ class SortingCache:
     ids whenever it holds more than ``size`` objects. Objects with the id last
     released (tiles of one frame) are released with it; an object whose id is
     below the last released id arrived too late and is rejected (counted, never
-    released). ``add`` may be called from several monitor threads;
-    ``release(pv, oid)`` is called with the lock held, in id order.
+    released). An object equal to one already held or released with its id (same
+    id, ``timeStamp`` and values: a producer that published a frame twice) is a
+    duplicate: rejected and counted in ``n_duplicates`` too, never released twice.
+    ``add`` may be called from several monitor threads; ``release(pv, oid)`` is
+    called with the lock held, in id order.
     """
 
     def __init__(
@@ -40,8 +45,13 @@ class SortingCache:
         self.n_added = 0
         self.n_released = 0
         self.n_rejected = 0
+        self.n_duplicates = 0
         self.max_held = 0
         self.last_add = time.monotonic()
+        # Objects held, by id, and those released with the last released id: what a
+        # later object with the same id is compared with (see same_object).
+        self._held: dict[int, list] = {}
+        self._released_last: list = []
 
     def __len__(self) -> int:
         return len(self._heap)
@@ -64,6 +74,17 @@ class SortingCache:
             if last is not None and oid < last:
                 self.n_rejected += 1
                 return False
+            held = self._held.get(oid)
+            if held is not None or oid == last:
+                earlier = (held or []) + (self._released_last if oid == last else [])
+                if any(same_object(pv, other) for other in earlier):
+                    self.n_rejected += 1
+                    self.n_duplicates += 1
+                    return False
+            if held is None:
+                self._held[oid] = [pv]
+            else:
+                held.append(pv)
             heapq.heappush(self._heap, (oid, next(self._seq), pv))
             if len(self._heap) > self.max_held:
                 self.max_held = len(self._heap)
@@ -82,6 +103,13 @@ class SortingCache:
 
     def _pop(self) -> None:
         oid, _, pv = heapq.heappop(self._heap)
+        held = self._held[oid]
+        held.remove(pv)
+        if not held:
+            del self._held[oid]
+        if oid != self.last_released:
+            self._released_last = []
+        self._released_last.append(pv)
         self.last_released = oid
         self.n_released += 1
         self._release(pv, oid)
@@ -108,7 +136,34 @@ class SortingCache:
 
     def reset_stats(self) -> None:
         with self._lock:
-            self.n_added = self.n_released = self.n_rejected = 0
+            self.n_added = self.n_released = self.n_rejected = self.n_duplicates = 0
             self._producer_last = [None] * len(self._producer_last)
             self._watermark = None
             self.max_held = len(self._heap)
+
+
+def same_object(a: Any, b: Any) -> bool:
+    """Whether two objects with one id are the same frame twice: equal ``timeStamp``
+    (if they have one) and equal values. Tiles of one frame differ in their timestamps
+    (a distributor could not hand them out otherwise) or in their pixels and indices.
+    Only called for objects whose id is already held or was just released."""
+    try:
+        if a.hasField("timeStamp") and a["timeStamp"] != b["timeStamp"]:
+            return False
+        return _equal(a.toDict(), b.toDict())
+    except Exception:  # noqa: BLE001 - objects that cannot be compared are not equal
+        return False
+
+
+def _equal(x: Any, y: Any) -> bool:
+    if isinstance(x, dict):
+        return isinstance(y, dict) and x.keys() == y.keys() and all(_equal(x[k], y[k]) for k in x)
+    if isinstance(x, (list, tuple)):
+        return (
+            isinstance(y, (list, tuple))
+            and len(x) == len(y)
+            and all(_equal(u, v) for u, v in zip(x, y))
+        )
+    if isinstance(x, np.ndarray) or isinstance(y, np.ndarray):
+        return bool(np.array_equal(np.asarray(x), np.asarray(y)))
+    return bool(x == y)
