@@ -19,7 +19,7 @@ from typing import Any
 
 import pvaccess as pva
 
-__all__ = ["StageServer", "DataPublisher", "pva_structure", "blank_like"]
+__all__ = ["StageServer", "DataPublisher", "pva_structure"]
 
 _TIMESTAMP = {"secondsPastEpoch": pva.LONG, "nanoseconds": pva.INT, "userTag": pva.INT}
 
@@ -72,28 +72,18 @@ def conform(value: dict, structure: dict) -> dict:
     return out
 
 
-def blank_like(pv: Any) -> Any:
-    """An object of ``pv``'s structure holding default values (no frame data)."""
-    if isinstance(pv, pva.NtNdArray):
-        return pva.NtNdArray()
-    cls = type(pv)
-    if cls is not pva.PvObject:
-        try:
-            return cls()
-        except Exception:  # noqa: BLE001 - fall back to the generic structure copy
-            pass
-    return pva.PvObject(pv.getStructureDict())
-
-
-def _timestamp_now() -> Any:
-    return pva.PvTimeStamp(time.time())
-
-
 class DataPublisher:
     """Publishes processed objects on the output channel; the processor's ``dataPublisher``.
 
-    ``updateOutputChannel`` is called from the processing thread (the hot path): it
-    is one server update and two counter increments.
+    ``updateOutputChannel`` may be called from any thread (the processing thread, or
+    a processor's own worker thread): on the hot path it is one server update and a
+    counter increment.
+
+    The record is created with the type the processor declares
+    (``getOutputPvObjectType``), extra fields and type ids included, before the first
+    frame. An object of another structure is converted to the declared type, field by
+    field (slower; said once); only an object that cannot be converted replaces the
+    record, once, which makes every reader reconnect (said once, as a warning).
     """
 
     def __init__(self, server: StageServer | None, channel: str | None, logger: logging.Logger):
@@ -102,47 +92,130 @@ class DataPublisher:
         self.logger = logger
         self.n_published = 0
         self.n_errors = 0
+        self.n_converted = 0
+        self.n_replaced = 0
         self._update = None
-        self._checked = False
+        self._template: Any = None
+        self._fields: list[str] = []
+        self._said_converted = False
+        #: The record's type is a guess (the input's type was not known yet).
+        self.guessed = False
+        self._last_error_log = 0.0
+        self._lock = threading.Lock()
 
-    def create(self, type_object: Any) -> None:
-        """Create the output record with a blank object of ``type_object``'s structure."""
+    def create(self, type_object: Any, guessed: bool = False) -> None:
+        """Create the output record holding a copy of ``type_object`` (its structure,
+        type ids and values). ``guessed``: the type is only a guess of what the
+        processor will publish (see :meth:`retype`)."""
         if self.server is None or not self.channel:
             return
-        self.server.add_record(self.channel, blank_like(type_object))
+        self.guessed = guessed
+        record = type_object.copy()
+        self.server.add_record(self.channel, record)
+        self._template = record.copy()
+        self._fields = list(record.keys())
         self._update = self.server.pva_server.update
 
     def updateOutputChannel(self, pvObject: Any) -> None:  # noqa: N802 - processor API name
         update = self._update
         if update is None:
-            if self.server is None or not self.channel:
+            if self.server is None or not self.channel or pvObject is None:
                 return
-            self.create(pvObject)
+            with self._lock:
+                if self._update is None:
+                    self.create(pvObject)
             update = self._update
         try:
             update(self.channel, pvObject)
             self.n_published += 1
         except (pva.PvaException, ValueError) as exc:
-            if not self._checked:
-                # First object of a structure the record was not made for: remake it
-                # from the object itself, which keeps its type ids.
-                self._checked = True
-                self.logger.info(
-                    "output channel %s: re-creating it for objects of the "
-                    "structure the processor publishes (%s)",
+            self._publish_other_structure(pvObject, exc)
+
+    def retype(self, type_object: Any) -> None:
+        """Make the record again for ``type_object``'s structure if it differs, once, and
+        only while nothing was published on it: a reader that connected already
+        reconnects, and misses nothing. Any thread."""
+        with self._lock:
+            if not self.guessed or self._template is None:
+                return
+            self.guessed = False
+            same = type_object.getIntrospectionDict() == self._template.getIntrospectionDict()
+            if same or self.n_published or self.n_errors:
+                return
+            self.logger.info(
+                "output channel %s: made again for the input's structure (fields %s)",
+                self.channel,
+                ", ".join(sorted(set(type_object.keys()) - set(self._fields))) or "differ",
+            )
+            self.server.remove_record(self.channel)  # type: ignore[union-attr]
+            self.create(type_object)
+
+    def _publish_other_structure(self, pvObject: Any, exc: Exception) -> None:
+        """An object whose structure is not the record's: convert it, or replace the record."""
+        converted = None if self.guessed else self._convert(pvObject)
+        if converted is not None:
+            try:
+                self.server.pva_server.update(self.channel, converted)  # type: ignore[union-attr]
+            except (pva.PvaException, ValueError):
+                converted = None
+            else:
+                self.n_published += 1
+                self.n_converted += 1
+                if not self._said_converted:
+                    self._said_converted = True
+                    dropped = sorted(set(pvObject.keys()) - set(self._fields))
+                    self.logger.warning(
+                        "output channel %s: the processor publishes objects of another "
+                        "structure than the type it declares (getOutputPvObjectType); each "
+                        "is converted to the declared type%s, which costs a copy",
+                        self.channel,
+                        f" (fields dropped: {', '.join(dropped)})" if dropped else "",
+                    )
+                return
+        with self._lock:
+            if not self.n_replaced:
+                self.n_replaced += 1
+                self.guessed = False
+                self.logger.warning(
+                    "output channel %s: the processor publishes objects that do not fit the "
+                    "type it declares (%s); re-creating the channel for them once. Its readers "
+                    "reconnect, and frames published meanwhile are counted as missed there; "
+                    "declare the type with getOutputPvObjectType to avoid this",
                     self.channel,
                     exc,
                 )
-                self.server.remove_record(self.channel)
-                self.server.add_record(self.channel, pvObject.copy())
-                self._update = self.server.pva_server.update
-                self.updateOutputChannel(pvObject)
-                return
-            self.n_errors += 1
-            self.logger.error("cannot publish on %s: %s", self.channel, exc)
+                self.server.remove_record(self.channel)  # type: ignore[union-attr]
+                self.create(pvObject)
+                try:
+                    self.server.pva_server.update(self.channel, pvObject)  # type: ignore[union-attr]
+                    self.n_published += 1
+                    return
+                except (pva.PvaException, ValueError) as again:
+                    exc = again
+        self.n_errors += 1
+        now = time.monotonic()
+        if now - self._last_error_log > 5:
+            self._last_error_log = now
+            self.logger.error(
+                "cannot publish on %s: %s (counted in publisherStats.nErrors)", self.channel, exc
+            )
+
+    def _convert(self, pvObject: Any) -> Any:
+        """A copy of the record's type holding ``pvObject``'s values, or None."""
+        template = self._template
+        if template is None:
+            return None
+        out = template.copy()
+        try:
+            for name in self._fields:
+                if pvObject.hasField(name):
+                    out[name] = pvObject[name]
+        except Exception:  # noqa: BLE001 - a field of another type: not convertible
+            return None
+        return out
 
     def reset_stats(self) -> None:
-        self.n_published = self.n_errors = 0
+        self.n_published = self.n_errors = self.n_converted = 0
 
 
 class StageServer:
@@ -214,7 +287,16 @@ class StageServer:
             self.logger.error("cannot update status channel %s: %s", self.status_channel, exc)
 
     def setup_control(self, channel: str | None, on_command: Callable[[str, str], str]) -> None:
-        """Create the control record and start the thread that runs commands."""
+        """Create the control record and start the thread that runs commands.
+
+        Every put on the control channel is a command, whatever its request options.
+        A put that asks the server to process the record (pvaccess's, ``pvput``, p4p
+        without ``wait=``) reaches the record's write callback. One that does not
+        (p4p's ``put(..., wait=True)`` asks for ``process=passive``) only changes the
+        record's fields: a monitor on the record, from this process, sees those
+        changes, and every change that is neither a processed put nor an answer of
+        ours is taken as a command too.
+        """
         if not channel:
             return
         self.control_channel = channel
@@ -227,6 +309,9 @@ class StageServer:
             "args": pva.STRING,
             "statusMessage": pva.STRING,
         }
+        self._known_updates: list[tuple] = []
+        self._known_lock = threading.Lock()
+        self._last_answer_time = 0.0
         self.add_record(
             channel,
             pva.PvObject(self._control_type, {self.id_name: self.stage_id}),
@@ -236,10 +321,52 @@ class StageServer:
             target=self._control_loop, name="control", daemon=True
         )
         self._control_thread.start()
+        self._watch_control_record(channel)
+
+    # Record changes remembered to tell a put the server did not process from the
+    # updates it did (our answers, processed puts); a bound on what is kept.
+    _KNOWN_UPDATES = 64
+
+    def _watch_control_record(self, channel: str) -> None:
+        first = threading.Event()
+
+        def on_update(pv: Any) -> None:  # pvaccess client thread
+            if not first.is_set():
+                first.set()  # the record's value when the monitor connected
+                return
+            key = _control_key(pv)
+            with self._known_lock:
+                if key in self._known_updates:
+                    self._known_updates.remove(key)
+                    return
+            self._commands.put((pv["command"], pv["args"]))
+
+        self._self_monitor = pva.Channel(channel)  # kept for the process's life
+        try:
+            self._self_monitor.monitor(on_update, "record[queueSize=100]field()")
+        except pva.PvaException as exc:
+            self.logger.info("control channel %s: cannot watch it (%s)", channel, exc)
+            return
+        if not first.wait(2.0):
+            self.logger.info(
+                "control channel %s: this process cannot reach its own server in 2 s, so "
+                "puts that ask not to process the record (p4p's wait=True) are not seen yet "
+                "(check EPICS_PVA_ADDR_LIST)",
+                channel,
+            )
+
+    def _remember(self, key: tuple) -> None:
+        with self._known_lock:
+            known = self._known_updates
+            known.append(key)
+            if len(known) > self._KNOWN_UPDATES:
+                del known[0]
 
     def _on_control_write(self, pv: Any) -> None:
-        # Runs in the server's thread: hand over and return, so the put completes.
+        # Runs in the server's thread, for a put that processes the record: hand over
+        # and return, so the put completes. Its change reaches our monitor too.
         try:
+            self._remember(_control_key(pv))
             self._commands.put((pv["command"], pv["args"]))
         except Exception as exc:  # noqa: BLE001 - malformed put; answer in the loop
             self._commands.put(("", f"<unreadable put: {exc}>"))
@@ -258,10 +385,13 @@ class StageServer:
             self.answer(command, args, message)
 
     def answer(self, command: str, args: str, message: str) -> None:
-        """Publish the outcome of a command in the control record's ``statusMessage``."""
+        """Publish the outcome of a command in the control record's ``statusMessage``
+        (control thread)."""
         if not self.control_channel:
             return
-        now = time.time()
+        # Strictly increasing: each answer is told apart from the others by it.
+        now = max(time.time(), self._last_answer_time + 1e-6)
+        self._last_answer_time = now
         value = {
             self.id_name: self.stage_id,
             "objectTime": now,
@@ -270,12 +400,20 @@ class StageServer:
             "args": args or "",
             "statusMessage": message,
         }
+        pv = pva.PvObject(self._control_type, value)
+        self._remember(_control_key(pv))
         try:
-            self.pva_server.update(self.control_channel, pva.PvObject(self._control_type, value))
+            self.pva_server.update(self.control_channel, pv)
         except pva.PvaException as exc:
             self.logger.error("cannot update control channel %s: %s", self.control_channel, exc)
 
     def stop(self) -> None:
+        monitor = getattr(self, "_self_monitor", None)
+        if monitor is not None:
+            try:
+                monitor.stopMonitor()
+            except pva.PvaException:
+                pass
         if self._control_thread is not None:
             self._commands.put(None)
             self._control_thread.join(5)
@@ -283,6 +421,11 @@ class StageServer:
             self.pva_server.stop()
         except pva.PvaException:
             pass
+
+
+def _control_key(pv: Any) -> tuple:
+    """What tells one state of the control record from another."""
+    return (pv["command"], pv["args"], pv["statusMessage"], pv["objectTime"])
 
 
 def _split_time(t: float) -> dict:
