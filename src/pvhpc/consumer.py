@@ -50,6 +50,8 @@ class Consumer(Stage):
             config.oid_field,
             config.skip_initial_updates,
             logger=self.logger,
+            distributor=config.distributor,
+            on_fatal=self.fail,
         )
 
     def _run_length(self) -> int:
@@ -58,7 +60,9 @@ class Consumer(Stage):
         return cfg.distributor_updates if cfg.distributor_updates and shared else 1
 
     def start(self) -> None:
-        self.setup_processor()
+        self.setup_processor(self.receiver.sample)
+        if self.publisher.guessed:
+            self.receiver.first_update = self.learn_output_type
         self.start_common()
         self.logger.info(
             "consumer %s: monitoring %s with request %s (expected id offset %d)",

@@ -73,6 +73,8 @@ def run_single(config: StageConfig, factory: StageFactory, print_reports: bool =
     if print_reports:
 
         def sink(snapshot: dict) -> None:
+            if snapshot.get("final") and not _worth_showing([snapshot], stage.fatal_error, config):
+                return
             if snapshot.get("final") or config.report_period > 0:
                 print_report(
                     [snapshot],
@@ -85,13 +87,29 @@ def run_single(config: StageConfig, factory: StageFactory, print_reports: bool =
         stage.report_sink = sink
     _install_stop_handlers(stage.request_stop)
     try:
-        return stage.run()
+        status = stage.run()
     except Exception as exc:  # noqa: BLE001 - e.g. processor start() failed
         logger.debug("stage failed", exc_info=True)
         logging.getLogger("pvhpc").error(
             "%s %s failed: %s", config.kind, config.stage_id, _describe(exc)
         )
         return 1
+    if stage.fatal_error:
+        sys.stderr.write(f"{_prog(config)}: error: {stage.fatal_error}\n")
+    return status
+
+
+def _worth_showing(snapshots: list[dict], fatal: object, config: StageConfig) -> bool:
+    """A final table of zeros adds nothing to the one error line of a stage that
+    could not work at all; JSON reports are always given (programs read them)."""
+    if not fatal or config.report_format == "json":
+        return True
+    return any(s.get("receiverStats", {}).get("nReceived") for s in snapshots)
+
+
+def _prog(config: StageConfig) -> str:
+    """The command's name in error lines (that of its console script)."""
+    return f"pvapy-hpc-{config.kind}"
 
 
 def _describe(exc: Exception) -> str:
@@ -134,6 +152,11 @@ def _child_main(
             pass
 
     stage.report_sink = send_report
+    # The parent prints it, once for all children that say the same.
+    stage.fatal_sink = lambda message: send_report(
+        {f"{config.kind}Id": config.stage_id, "fatal": message}
+    )
+
     signal.signal(signal.SIGTERM, lambda *_: stage.request_stop("signal SIGTERM"))
 
     def watch_parent():
@@ -197,6 +220,7 @@ def run_group(
     latest: dict[int, dict] = {}
     finals: dict[int, dict] = {}
     failed: dict[int, str] = {}
+    fatal: dict[str, list[int]] = {}  # one line -> the children that said it
     period = cfg0.report_period if cfg0.report_period > 0 else None
     next_report = time.monotonic() + period if period else None
     deadline = time.monotonic() + cfg0.runtime + 30 if cfg0.runtime > 0 else None
@@ -213,6 +237,9 @@ def run_group(
                 conn.close()
                 continue
             sid = snap.get(id_name)
+            if "fatal" in snap:
+                fatal.setdefault(snap["fatal"], []).append(sid)
+                continue
             latest[sid] = snap
             if snap.get("final"):
                 finals[sid] = snap
@@ -221,6 +248,9 @@ def run_group(
         collect(0.2)
         for sid, p in children.items():
             if p.exitcode is not None and p.exitcode != 0 and sid not in failed:
+                if any(sid in ids for ids in fatal.values()):
+                    failed[sid] = "stopped: see the error below"
+                    continue
                 how = (
                     f"killed by signal {-p.exitcode}"
                     if p.exitcode < 0
@@ -252,8 +282,12 @@ def run_group(
     for p in children.values():
         p.join()
     shown = [finals.get(k) or latest[k] for k in sorted(latest)]
-    if shown:
+    if shown and _worth_showing(shown, bool(fatal), cfg0):
         print_report(shown, kind, cfg0.report_format, final=True, sections=cfg0.report_stats)
+    for message in fatal:
+        sys.stderr.write(f"{_prog(cfg0)}: error: {message}\n")
+    if fatal and all(sid in (i for ids in fatal.values() for i in ids) for sid in children):
+        return 2
     if failed:
         print(
             f"{len(failed)} of {len(children)} {kind}s failed: "

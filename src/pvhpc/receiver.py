@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -55,6 +56,12 @@ MAX_CHANNELS = 256
 # A monitor that has sent nothing this long after its channel (re)connected did not
 # resume (see Receiver.supervise).
 RESUME_TIMEOUT = 1.0
+# The "subscribing again" warning is given at most this often (then at debug level).
+RESUBSCRIBE_WARNING_PERIOD = 60.0
+# A distributor monitor that has sent nothing this long after subscribing gets its
+# source checked for the distributor plugin (see Receiver._check_distributor).
+DISTRIBUTOR_CHECK_AFTER = 1.0
+MAX_CHECK_CHANNELS = 64
 
 _pin_thread_state = _thread_state_pinner()
 # Threads whose state is pinned. An ident reused by a later thread only means
@@ -115,6 +122,8 @@ class Receiver:
         provider: Any = None,
         logger: logging.Logger | None = None,
         on_id: Callable[[int], None] | None = None,
+        distributor: str | None = None,
+        on_fatal: Callable[[str], None] | None = None,
     ):
         self.channel_name = channel
         self.request = request
@@ -125,6 +134,19 @@ class Receiver:
         self.provider = provider if provider is not None else pva.PVA
         self.logger = logger or logging.getLogger("pvhpc.receiver")
         self.on_id = on_id
+        #: The distributor plugin the request asks for (None: no distributor).
+        self.distributor = distributor
+        #: Called (main thread) with one line when the stream cannot work at all.
+        self.on_fatal = on_fatal
+        self._distributor_ok = distributor is None
+        self._distributor_check: threading.Thread | None = None
+        self._distributor_refusal: str | None = None
+        self._next_check = 0.0
+        self._check_channel: Any = None
+        self._n_check_channels = 0
+        self._started_at = 0.0
+        self._last_resubscribe_warning = -math.inf
+        self._n_resubscribed = 0
         self.n_received = 0
         self.n_skipped = 0
         self.n_errors = 0
@@ -154,10 +176,14 @@ class Receiver:
         # and when it connected.
         self._quiet_mark: int | None = None
         self._connected_at = 0.0
+        #: Called once, in the monitor thread, with the first object the monitor sends
+        #: (before it is skipped or counted); then cleared.
+        self.first_update: Callable[[Any], None] | None = None
 
     def start(self) -> None:
         """Create the channel and start the monitor; returns at once, connects later."""
-        self._subscribe(time.monotonic())
+        self._started_at = time.monotonic()
+        self._subscribe(self._started_at)
 
     def supervise(self, now: float | None = None) -> None:
         """Follow the connection; while unconnected, move to a fresh channel now and then.
@@ -185,6 +211,8 @@ class Receiver:
         if self._stopped:
             return
         now = time.monotonic() if now is None else now
+        if not self._distributor_ok and self._supervise_distributor(now):
+            return
         channel = self._channel
         try:
             up = channel is not None and bool(channel.isConnected())
@@ -195,18 +223,83 @@ class Receiver:
         if up:
             self._probe_window = PROBE_FIRST
             mark = self._quiet_mark
-            if mark is not None and now - self._connected_at >= RESUME_TIMEOUT:
+            if (
+                mark is not None
+                and self._distributor_ok  # a silent distributor monitor is checked first
+                and now - self._connected_at >= RESUME_TIMEOUT
+            ):
                 self._quiet_mark = None
                 if self.n_received == mark and self._may_subscribe_again():
-                    self.logger.warning(
-                        "connected to %s but its monitor sent nothing in %g s; subscribing again",
+                    self._n_resubscribed += 1
+                    quiet = now - self._last_resubscribe_warning < RESUBSCRIBE_WARNING_PERIOD
+                    self.logger.log(
+                        logging.DEBUG if quiet else logging.WARNING,
+                        "connected to %s but its monitor sent nothing in %g s (a monitor "
+                        "that did not resume after the channel came back); subscribing "
+                        "again (%d time(s) so far; said at most once a minute)",
                         self.channel_name,
                         RESUME_TIMEOUT,
+                        self._n_resubscribed,
                     )
+                    if not quiet:
+                        self._last_resubscribe_warning = now
                     self._subscribe(now)
         elif now - self._subscribed_at >= self._probe_window and self._may_subscribe_again():
             self._probe_window = min(self._probe_window * 2, PROBE_MAX)
             self._subscribe(now)
+
+    def _supervise_distributor(self, now: float) -> bool:
+        """Until the source has sent something, check that it has the distributor.
+
+        A server without the distributor plugin (PVXS, as in p4p and current
+        areaDetector IOCs) refuses a monitor that asks for it and pvaccess says
+        nothing: the monitor stays silent. So once a distributor monitor has been
+        silent for ``DISTRIBUTOR_CHECK_AFTER`` seconds, a thread asks the source for
+        its id field plainly and through the plugin (in a group of its own, so that
+        no share of the stream is taken); a source that answers the first and
+        refuses the second is reported through ``on_fatal``. Returns True if it was.
+        """
+        if self.n_received:
+            self._distributor_ok = True
+            return False
+        refusal = self._distributor_refusal
+        if refusal is not None:
+            self._distributor_ok = True
+            self.stop()
+            if self.on_fatal is not None:
+                self.on_fatal(_distributor_refused(self.channel_name, self.distributor, refusal))
+            return True
+        check = self._distributor_check
+        if check is not None and check.is_alive():
+            return False
+        if now - self._started_at >= DISTRIBUTOR_CHECK_AFTER and now >= self._next_check:
+            # Again every few seconds while the source is absent.
+            self._next_check = now + 3 * DISTRIBUTOR_CHECK_AFTER
+            self._distributor_check = threading.Thread(
+                target=self._check_distributor, name="distributor-check", daemon=True
+            )
+            self._distributor_check.start()
+        return False
+
+    def _check_distributor(self) -> None:
+        # Its own thread: a get blocks up to its timeout. A fresh channel searches at
+        # once (see supervise); at most MAX_CHECK_CHANNELS, never freed (see _retire).
+        if self._check_channel is None or self._n_check_channels < MAX_CHECK_CHANNELS:
+            self._n_check_channels += 1
+            self._check_channel = pva.Channel(self.channel_name, self.provider)
+            self._retired.append((self._check_channel, None))
+        channel = self._check_channel
+        channel.setTimeout(2.0)
+        try:
+            channel.get(f"field({self.oid_field})")
+        except pva.PvaException:
+            return  # no source (yet): nothing to conclude
+        try:
+            channel.get(f"field(_[{self.distributor}=group:pvhpc-check;updates:1])")
+        except pva.PvaException as exc:
+            self._distributor_refusal = _server_answer(str(exc))
+        else:
+            self._distributor_ok = True
 
     def _may_subscribe_again(self) -> bool:
         """Whether one more fresh channel may be made; says so once when not."""
@@ -299,6 +392,17 @@ class Receiver:
             self.logger.debug("cannot read the current id of %s: %s", self.channel_name, exc)
             return None
 
+    def sample(self, timeout: float = 0.2) -> Any:
+        """The source's current object (a get of the whole structure), or None if the
+        source does not answer within ``timeout`` seconds. Blocks; main thread."""
+        try:
+            channel = pva.Channel(self.channel_name, self.provider)
+            channel.setTimeout(timeout)
+            return channel.get("field()")
+        except pva.PvaException as exc:
+            self.logger.debug("no current object from %s yet: %s", self.channel_name, exc)
+            return None
+
     def reset_stats(self) -> None:
         self.n_overruns_base += self.n_overruns
         if self._quiet_mark is not None:
@@ -342,6 +446,9 @@ class Receiver:
         if ident not in _pinned_threads:
             _pinned_threads.add(ident)
             _pin_thread_state()
+        if self.first_update is not None:
+            hook, self.first_update = self.first_update, None
+            hook(pv)
         self.n_received += 1
         if self._to_skip:
             self._to_skip -= 1
@@ -372,6 +479,23 @@ class Receiver:
                 type(exc).__name__,
                 exc,
             )
+
+
+def _server_answer(text: str) -> str:
+    """The server's words in a pvaccess exception (after the client's own prefix)."""
+    text = " ".join(text.split())
+    marker = "connect "
+    return text.split(marker, 1)[1] if marker in text else text
+
+
+def _distributor_refused(channel: str, plugin: str | None, answer: str) -> str:
+    return (
+        f"the server of {channel} has no distributor plugin {plugin!r}, which the "
+        f"distributor options (--distributor-updates/-set/-group/-trigger) need: it "
+        f"refused the request ({answer}). Serve the channel through pvapy-mirror-server, "
+        f'which has the distributor (pvapy-mirror-server --channel-map "({channel}:dist,'
+        f'{channel},pva,1000)"), and read {channel}:dist; or leave out the distributor options'
+    )
 
 
 class ReceiverQueue:

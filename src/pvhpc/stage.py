@@ -71,6 +71,19 @@ class StageConfig:
     report_stats: tuple = ("all",)
     report_format: str = "text"
 
+    @property
+    def distributor(self) -> str | None:
+        """The distributor plugin the monitor request asks for, or None without one."""
+        used = (
+            self.distributor_group,
+            self.distributor_set,
+            self.distributor_trigger,
+            self.distributor_updates,
+        )
+        if any(v is not None and v != "" for v in used[:3]) or (used[3] or 0) > 0:
+            return self.distributor_plugin
+        return None
+
     def monitor_request(self) -> str:
         """The monitor request for this stage's input channel(s)."""
         return monitor_request(
@@ -214,6 +227,10 @@ class Stage:
         self.end_time = 0.0
         self.report_sink: Callable[[dict], None] | None = None
         self.exit_status = 0
+        #: One line saying why the stage cannot work as asked (exit status 2).
+        self.fatal_error: str | None = None
+        #: Told that line, instead of it being printed (a child process's parent).
+        self.fatal_sink: Callable[[str], None] | None = None
 
     # -- processing (hot path) ------------------------------------------------
 
@@ -261,9 +278,12 @@ class Stage:
             stamp = self._stamp = _timestamp_reader(pv)
         if stamp is not False:
             try:
-                self.latencies.append(now - stamp(pv))
+                sent = stamp(pv)
             except Exception:  # noqa: BLE001 - a stream without timestamps
                 self._stamp = False
+            else:
+                if sent > 0:  # 0: a source that leaves timeStamp unset
+                    self.latencies.append(now - sent)
 
     def _processing_loop(self) -> None:
         queue = self.queue
@@ -278,8 +298,16 @@ class Stage:
 
     # -- lifecycle ----------------------------------------------------------------
 
-    def setup_processor(self) -> None:
-        """Give the processor its runtime attributes and create the output channel."""
+    def setup_processor(self, sample_input: Callable[[], Any] | None = None) -> None:
+        """Give the processor its runtime attributes and create the output channel.
+
+        The output record gets the type the processor declares for its output. A
+        processor whose output type is its input's (the passthrough, and any that does
+        not override ``getOutputPvObjectType``) gets the type of the input's current
+        object when ``sample_input`` can read one now, else an NTNDArray; if the first
+        object the monitor brings has another structure, the record is made again for
+        it, before anything was published on it (see :meth:`learn_output_type`).
+        """
         cfg = self.config
         p = self.processor
         p.logger = logging.getLogger(f"pvhpc.processor.{cfg.kind}{cfg.stage_id}")
@@ -290,15 +318,35 @@ class Stage:
         p.pvaServer = self.server.pva_server
         p.dataPublisher = self.publisher
         p.metadataQueueMap = {m.name: m.queue for m in self.metadata}
-        if cfg.output_channel:
-            probe = p.getInputPvObjectType() or pva.NtNdArray()
-            try:
-                out_type = p.getOutputPvObjectType(probe)
-            except Exception as exc:  # noqa: BLE001 - created on first publish instead
-                self.logger.debug("getOutputPvObjectType(probe) failed: %s", exc)
-                out_type = None
-            if out_type is not None:
-                self.publisher.create(out_type)
+        if not cfg.output_channel:
+            return
+        declared = self._call_processor("getInputPvObjectType")
+        probe = declared if declared is not None else pva.NtNdArray()
+        out_type = self._call_processor("getOutputPvObjectType", probe)
+        guessed = declared is None and (out_type is probe or out_type is None)
+        if guessed and sample_input is not None:
+            sample = sample_input()
+            if sample is not None:
+                typed = self._call_processor("getOutputPvObjectType", sample)
+                out_type, guessed = (typed if typed is not None else sample), False
+        if out_type is not None:
+            self.publisher.create(out_type, guessed=guessed)
+
+    def _call_processor(self, method: str, *args: Any) -> Any:
+        """A type method of the processor, or None if it raised (logged at debug)."""
+        try:
+            return getattr(self.processor, method)(*args)
+        except Exception as exc:  # noqa: BLE001 - user code; the record is made later
+            self.logger.debug("processor %s() failed: %s", method, exc)
+            return None
+
+    def learn_output_type(self, pv: Any) -> None:
+        """With the first object from the input (monitor thread, before it is counted):
+        make the output record again if the output type was a guess and this object's
+        type differs (see :meth:`DataPublisher.retype`)."""
+        if self.publisher.guessed:
+            out_type = self._call_processor("getOutputPvObjectType", pv)
+            self.publisher.retype(out_type if out_type is not None else pv)
 
     def start_common(self) -> None:
         """Start metadata monitors, the processor, the status and control channels and
@@ -339,6 +387,15 @@ class Stage:
             self.logger.error("processor stop() failed: %s: %s", type(exc).__name__, exc)
             self.exit_status = self.exit_status or 1
         self.end_time = time.time()
+
+    def fail(self, message: str) -> None:
+        """The stage cannot work as its options ask (main thread): stop with exit
+        status 2; ``message`` is the one line the command prints."""
+        self.fatal_error = message
+        self.exit_status = 2
+        if self.fatal_sink is not None:
+            self.fatal_sink(message)
+        self.request_stop(message)
 
     def request_stop(self, reason: str) -> None:
         """Ask the run loop to stop (any thread, signal handlers included)."""
@@ -455,6 +512,8 @@ class Stage:
             "nPublished": n,
             "publishedRate": n / rate_base if rate_base else 0.0,
             "nErrors": self.publisher.n_errors,
+            "nConverted": self.publisher.n_converted,
+            "nReplaced": self.publisher.n_replaced,
         }
 
     def metadata_stats(self) -> dict:
