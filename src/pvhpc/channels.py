@@ -19,12 +19,14 @@ from typing import Any
 
 import pvaccess as pva
 
-__all__ = ["StageServer", "DataPublisher", "pva_structure"]
+__all__ = ["StageServer", "DataPublisher", "pva_structure", "pva_type_for"]
 
 _TIMESTAMP = {"secondsPastEpoch": pva.LONG, "nanoseconds": pva.INT, "userTag": pva.INT}
 
 
-def _pva_type(value: Any) -> Any:
+def pva_type_for(value: Any) -> Any:
+    """The PVA type a statistics value is published as: ints LONG, floats (float
+    subclasses too) DOUBLE, dicts a structure, anything else STRING."""
     if isinstance(value, bool):
         return pva.BOOLEAN
     if isinstance(value, int):
@@ -41,7 +43,7 @@ def pva_structure(sample: dict, types: dict | None = None) -> dict:
     types = types or {}
     out = {}
     for key, value in sample.items():
-        ftype = types.get(key) or _pva_type(value)
+        ftype = types.get(key) or pva_type_for(value)
         # PVA has no empty structures: a stage without metadata channels or user
         # statistics simply has no such sub-structure.
         if not (isinstance(ftype, dict) and not ftype):

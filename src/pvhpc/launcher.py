@@ -22,8 +22,8 @@ from dataclasses import replace
 from typing import NoReturn
 
 from .errors import ProcessorError
+from .loading import create_processor, load_processor_class
 from .log import configure_logging
-from .processor import create_processor, load_processor_class
 from .report import print_report
 from .stage import Stage, StageConfig
 

@@ -21,9 +21,8 @@ from typing import Any
 
 import pvaccess as pva
 
-from .channels import DataPublisher, StageServer
+from .channels import DataPublisher, StageServer, pva_type_for
 from .errors import ProcessorError
-from .processor import pva_type_for
 from .receiver import ReceiverQueue
 from .request import monitor_request
 

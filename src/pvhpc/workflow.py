@@ -551,7 +551,7 @@ def _check_stage(stage: Stage) -> None:
             validate(args)
         finally:
             args.log_level, args.log_file = saved
-        from .processor import create_processor, load_processor_class
+        from .loading import create_processor, load_processor_class
 
         cls = load_processor_class(args.processor_file, args.processor_class)
         create_processor(cls, args.processor_args)

@@ -14,7 +14,7 @@ pytest.importorskip("Crypto")
 from Crypto.PublicKey import RSA  # noqa: E402
 
 from pvhpc.errors import UsageError  # noqa: E402
-from pvhpc.processor import create_processor, load_processor_class  # noqa: E402
+from pvhpc.loading import create_processor, load_processor_class  # noqa: E402
 from pvhpc.processors import AdImageDataDecryptor, AdImageDataEncryptor  # noqa: E402
 from pvhpc.processors.ad_image import get_image, make_frame  # noqa: E402
 from pvhpc.processors.encryption import (  # noqa: E402

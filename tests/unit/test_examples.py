@@ -12,7 +12,7 @@ import pvaccess as pva
 import pytest
 
 from pvhpc.errors import UsageError
-from pvhpc.processor import create_processor, load_processor_class
+from pvhpc.loading import create_processor, load_processor_class
 from pvhpc.processors.ad_image import (
     get_attributes,
     get_color_mode,

@@ -10,7 +10,7 @@ import pytest
 h5py = pytest.importorskip("h5py")
 
 from pvhpc.errors import UsageError  # noqa: E402
-from pvhpc.processor import create_processor, load_processor_class  # noqa: E402
+from pvhpc.loading import create_processor, load_processor_class  # noqa: E402
 from pvhpc.processors import Hdf5AdImageWriter  # noqa: E402
 from pvhpc.processors.ad_image import get_data_timestamp, get_timestamp  # noqa: E402
 from pvhpc.testing import ProcessorHarness, make_frame, make_frames  # noqa: E402

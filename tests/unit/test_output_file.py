@@ -13,7 +13,7 @@ pytest.importorskip("PIL")
 from PIL import Image  # noqa: E402
 
 from pvhpc.errors import UsageError  # noqa: E402
-from pvhpc.processor import create_processor, load_processor_class  # noqa: E402
+from pvhpc.loading import create_processor, load_processor_class  # noqa: E402
 from pvhpc.processors import AdOutputFileProcessor  # noqa: E402
 from pvhpc.testing import ProcessorHarness, make_frame, make_frames  # noqa: E402
 

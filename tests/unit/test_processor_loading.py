@@ -4,7 +4,8 @@ import pytest
 
 from pvhpc import UserDataProcessor
 from pvhpc.errors import UsageError
-from pvhpc.processor import adapt_processor, create_processor, load_processor_class
+from pvhpc.loading import create_processor, load_processor_class
+from pvhpc.processor import adapt_processor
 
 
 def test_default_is_passthrough():

@@ -9,7 +9,7 @@ from ..collector import Collector
 from ..errors import UsageError
 from ..ids import format_id, parse_id_list
 from ..launcher import run_single
-from ..processor import load_processor_class
+from ..loading import load_processor_class
 from .common import entry_point, run_main
 from .stage_options import stage_config, stage_parser, validate
 

@@ -8,7 +8,7 @@ from ..consumer import Consumer
 from ..errors import UsageError
 from ..ids import format_id, parse_id_list
 from ..launcher import run_group, run_single
-from ..processor import create_processor, load_processor_class
+from ..loading import create_processor, load_processor_class
 from .common import entry_point, run_main
 from .stage_options import stage_config, stage_parser, validate
 
