@@ -6,10 +6,10 @@ the stage's timestamp reader so that no frame is timed.
 
 import sys
 
-import pvhpc.stage
+import pvhpc.runtime.stage
 from pvhpc.cli.consumer import main
 
-pvhpc.stage._timestamp_reader = lambda pv: False
+pvhpc.runtime.stage._timestamp_reader = lambda pv: False
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
 import tempfile
@@ -15,7 +14,10 @@ from collections.abc import Callable
 
 import pvaccess as pva
 
-from pvhpc.cli.inspect import send_command
+from pvhpc.client import send_command
+from pvhpc.workflow.accounting import accounted as loss_formula
+from pvhpc.workflow.accounting import stage_counts
+from pvhpc.workflow.process import json_lines, stop_process
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLES = os.path.join(ROOT, "examples")
@@ -108,20 +110,8 @@ class Proc:
             self.popen.send_signal(sig)
 
     def stop(self, timeout: float = 20) -> int:
-        """SIGINT, then SIGTERM, then SIGKILL; returns the exit status."""
-        for sig, wait in ((signal.SIGINT, timeout), (signal.SIGTERM, 5), (signal.SIGKILL, 5)):
-            if self.popen.poll() is not None:
-                break
-            try:
-                os.killpg(self.popen.pid, sig) if sig == signal.SIGKILL else self.popen.send_signal(
-                    sig
-                )
-            except ProcessLookupError:
-                break
-            try:
-                self.popen.wait(wait)
-            except subprocess.TimeoutExpired:
-                continue
+        """The stages' stop sequence (SIGINT, then SIGTERM, then SIGKILL); the exit status."""
+        stop_process(self.popen, timeout)
         return self.popen.wait(5)
 
 
@@ -213,22 +203,12 @@ RECORDING_PROCESSOR = os.path.join(ROOT, "tests", "e2e", "recording_processor.py
 
 def json_reports(proc: Proc) -> list[dict]:
     """The JSON report lines a stage printed with ``--report-format json``."""
-    import json
-
-    out = []
-    for line in proc.output().splitlines():
-        line = line.strip()
-        if line.startswith("{") and line.endswith("}"):
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                continue
-    return out
+    return json_lines(proc.output())
 
 
 def final_reports(proc: Proc, id_name: str = "consumerId") -> dict[int, dict]:
     """Final report per stage id (from ``--report-format json`` output)."""
-    return {r[id_name]: r for r in json_reports(proc) if r.get("final")}
+    return {r[id_name]: r for r in json_reports(proc) if r.get("final") and id_name in r}
 
 
 def recorded(path_template: str, processor_id: int) -> dict:
@@ -240,9 +220,8 @@ def recorded(path_template: str, processor_id: int) -> dict:
 
 
 def accounted(report: dict) -> int:
-    """processed + missed + rejected + errors of one stage's final report (SPEC §5)."""
-    r, p = report["receiverStats"], report["processorStats"]
-    return p["nProcessed"] + p["nMissed"] + r["nRejected"] + r["nErrors"] + p["nErrors"]
+    """Frames one stage's report accounts for, by the one loss formula (SPEC §5)."""
+    return loss_formula(stage_counts(report))
 
 
 def sim_frames_sent(proc: Proc) -> int:

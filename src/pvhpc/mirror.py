@@ -7,46 +7,12 @@ object its source channel ``src`` delivers, through one or more monitors on ``sr
 get server queues (``record[queueSize=N]``) and the distributor plugin
 (``field(_[pydistributor=updates:N])``) even when the source offers neither.
 
-Why not ``pvaccess.PvaMirrorServer``
-------------------------------------
-pvaccess ships a C++ mirror, ``PvaMirrorServer.addMirrorRecord(dst, src, provider,
-srcQueueSize[, nSrcMonitors, srcRequest])``. It mirrors PVA and CA sources, its
-``dst`` supports the distributor (two ``updates:1`` clients got alternating ids),
-and it counts ``nReceived`` and ``nOverruns`` per record (nothing about what was
-published). We measured it against this module's design (a PvaServer fed from
-``Channel.monitor`` callbacks) with 128x128 uint8 NTNDArray frames, a 1000-entry
-source queue, 20 000–30 000 frames a run, and source, mirror and one client of
-``dst`` (``record[queueSize=100]``) on one 2-core machine:
-
-* Loss: none for either, at every rate the machine could produce. With
-  ``pvhpc sim`` as the source, the C++ mirror passed 10 000 fps with the
-  simulator on schedule; with ours the simulator, sharing the two cores, fell
-  behind at 7 000–9 600 fps. Every frame sent arrived, in order, in both cases.
-* CPU of the mirror process per frame at 5 000 fps: C++ 24 µs receiving only,
-  53–67 µs serving one client; Python 40 µs receiving only, 98–111 µs serving one
-  client (whole frames or only ``uniqueId``); at 7 000–10 000 fps, 47 µs against
-  84 µs. ``updateUnchecked`` instead of ``update`` changed nothing.
-* Source restarts: the C++ mirror's ``dst`` disappeared as soon as its source went
-  away (clients of ``dst`` were disconnected, a get timed out) and it never served
-  the restarted source again (watched for 25 s). Removing and re-adding the mirror
-  record brings it back, but every downstream client still loses its connection
-  for as long as the source is away, and a pvAccess client that lost a channel for
-  long reconnects late, or (as we saw) reconnects without its monitor resuming.
-* A late source: the C++ mirror's source search backs off like any client's; with a
-  source absent for 10 s it picked up 1 of the 500 updates sent in the next 5 s,
-  and ``dst`` is not served at all until the source first connects.
-
-Both keep up without loss wherever we could measure; the C++ mirror costs about
-half the CPU (some 40 µs a frame less: 8% of a core at 2 000 fps), but fails at
-what a mirror is for — isolating consumers from the source — as soon as the
-source restarts. So: a Python PvaServer, fed by monitors that this module
-supervises itself. ``dst`` appears with the first object from ``src`` and stays
-up, with its last object, while the source is away; downstream monitors stay
-connected and see the restarted stream directly. An absent source (at start, or
-after losing it) is probed with a fresh channel, first every ``probe_interval``
-seconds and then less often, up to every 2 s; this side-steps pvAccess's growing
-search back-off, and the mirror follows a source within about a second of its
-appearance.
+Why a Python PvaServer and not ``pvaccess.PvaMirrorServer``: the C++ mirror's
+``dst`` vanishes when the source goes away and never serves a restarted source
+again (measurements in ``docs/mirror.md``). ``dst`` appears with the first object
+from ``src`` and stays up, with its last object, while the source is away. An
+absent source is probed with a fresh channel, first every ``probe_interval``
+seconds and then less often, up to every 2 s (pvAccess's own search backs off).
 
 Threads: monitor callbacks run on pvaccess threads and only update ``dst`` and the
 monitor's own counters. One supervisor thread (started by :meth:`MirrorServer.start`)
@@ -56,18 +22,20 @@ and subscribes again. :meth:`MirrorServer.counts` may be called from any thread.
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import threading
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
 
 import pvaccess as pva
 
 from .channel_map import ChannelMapping
 from .log import get_logger
 
-__all__ = ["MirrorServer", "ChannelCounts", "format_report"]
+__all__ = ["MirrorServer", "ChannelCounts", "format_report", "report_json", "run_mirror"]
 
 _PROVIDERS = {"pva": pva.PVA, "ca": pva.CA}
 _WAITING_NOTICE_PERIOD = 30.0
@@ -466,3 +434,65 @@ def format_report(
         cells = [r[i].ljust(widths[i]) if i < 3 else r[i].rjust(widths[i]) for i in range(len(r))]
         lines.append("  " + "  ".join(cells).rstrip())
     return "\n".join(lines)
+
+
+def report_json(
+    counts: Sequence[ChannelCounts],
+    previous: Sequence[ChannelCounts] | None,
+    elapsed: float,
+    final: bool,
+) -> str:
+    """The same report as one JSON object (``--report-format json``): every counter of
+    every channel, and the rates as :func:`format_report` computes them."""
+    prev = list(previous) if previous is not None else [None] * len(counts)
+    channels = []
+    for c, p in zip(counts, prev):
+        entry = asdict(c)
+        for key in ("received", "published", "overruns"):
+            before = getattr(p, key) if p else 0
+            entry[f"{key}Rate"] = (getattr(c, key) - before) / elapsed if elapsed > 0 else 0.0
+        channels.append(entry)
+    return json.dumps({"kind": "mirror", "final": final, "elapsed": elapsed, "channels": channels})
+
+
+_MAX_SLEEP = 0.2
+
+
+def run_mirror(
+    mirror: MirrorServer,
+    runtime: float,
+    report_period: float,
+    stop: threading.Event,
+    report: Callable[[Sequence[ChannelCounts], Sequence[ChannelCounts] | None, float, bool], None],
+) -> None:
+    """Run ``mirror`` until ``runtime`` seconds passed (<= 0: no limit) or ``stop`` is set.
+
+    Calls ``report(counts, previous, elapsed, final)`` every ``report_period`` seconds
+    (<= 0: never) with the change since the previous report, and once at the end with
+    the totals (``previous`` None, ``connected`` as it was at the stop). The main
+    thread waits at most 0.2 s at a time, so a signal is seen promptly.
+    """
+    started = time.monotonic()
+    mirror.start()
+    try:
+        period = report_period if report_period > 0 else None
+        next_report = started + period if period else math.inf
+        deadline = started + runtime if runtime > 0 else math.inf
+        last_counts, last_time = None, started
+        while not stop.is_set():
+            now = time.monotonic()
+            if now >= deadline:
+                break
+            if now >= next_report:
+                counts = mirror.counts()
+                report(counts, last_counts, now - last_time, False)
+                last_counts, last_time = counts, now
+                # Skip reports that a stalled main thread missed rather than bursting.
+                while next_report <= now:
+                    next_report += period  # type: ignore[operator]
+            stop.wait(max(0.0, min(_MAX_SLEEP, deadline - now, next_report - now)))
+    finally:
+        at_stop = mirror.counts()
+        mirror.stop()
+        final = [replace(c, connected=s.connected) for c, s in zip(mirror.counts(), at_stop)]
+        report(final, None, time.monotonic() - started, True)

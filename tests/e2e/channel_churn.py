@@ -18,7 +18,7 @@ import pvaccess as pva
 
 from pvhpc import receiver
 from pvhpc.counting import IdTracker
-from pvhpc.launcher import exit_process
+from pvhpc.runtime.launcher import exit_process
 
 
 def churn(prefix: str, n: int, seconds: float) -> None:

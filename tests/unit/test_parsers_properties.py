@@ -17,12 +17,12 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from pvhpc.cli.common import json_object
+from pvhpc.endpoints import Endpoint, parse_channel_list
 from pvhpc.errors import UsageError
 from pvhpc.ids import parse_id_list
+from pvhpc.options.common import json_object
 from pvhpc.request import monitor_request
 from pvhpc.simulator import MetadataPv, parse_metadata_pvs
-from pvhpc.stage import parse_metadata_channels
 
 # Channel names as users write them: EPICS-ish characters, no separators.
 _name = st.text(
@@ -93,13 +93,20 @@ def test_id_list_junk_only_raises_a_one_line_usage_error_naming_the_option(text)
 _protocol = st.sampled_from(["pva", "ca", "PVA", "Ca", ""])
 
 
-@given(st.lists(st.tuples(_protocol, _name), min_size=1, max_size=8), st.data())
+def parse_metadata_channels(text):
+    return parse_channel_list(text, "--metadata-channels")
+
+
+@given(
+    st.lists(st.tuples(_protocol, _name), min_size=1, max_size=8, unique_by=lambda t: t[1]),
+    st.data(),
+)
 @settings(max_examples=300, deadline=None)
 def test_metadata_channels_round_trip(items, data):
     text = ",".join(
         data.draw(_space) + (f"{p}://{n}" if p else n) + data.draw(_space) for p, n in items
     )
-    assert parse_metadata_channels(text) == [((p or "ca").lower(), n) for p, n in items]
+    assert parse_metadata_channels(text) == [Endpoint(n, (p or "ca").lower()) for p, n in items]
 
 
 @given(st.text(max_size=40))
@@ -110,8 +117,8 @@ def test_metadata_channels_junk_only_raises_usage_error(text):
     except UsageError as exc:
         assert one_line(exc).startswith("--metadata-channels: ")
         return
-    for proto, name in result:
-        assert proto in ("pva", "ca") and name and name == name.strip()
+    for e in result:
+        assert e.protocol in ("pva", "ca") and e.name and e.name == e.name.strip()
 
 
 @given(st.sampled_from(["http", "ftp", "pv", "caa", "x"]), _name)
@@ -241,9 +248,9 @@ def test_processor_args_junk_only_raises_argument_type_error(text):
 @pytest.fixture(scope="module")
 def consumer():
     """A consumer built in this process (its server is up, its monitor never started)."""
-    from pvhpc.consumer import Consumer
     from pvhpc.processor import UserDataProcessor, adapt_processor
-    from pvhpc.stage import StageConfig
+    from pvhpc.runtime.config import StageConfig
+    from pvhpc.runtime.consumer import Consumer
 
     config = StageConfig(
         kind="consumer", stage_id=1, input_channel="pvhpc:test:nowhere", receiver_queue_size=10

@@ -1,4 +1,4 @@
-"""The verdict of `pvhpc run`'s summary (:func:`pvhpc.cli.run.judge`): which loss-check
+"""The verdict of `pvhpc run`'s summary (:func:`pvhpc.workflow.accounting.judge`): which loss-check
 lines it prints and which exit status it returns, for every kind of outcome.
 
 tests/e2e/test_run_workflow.py provokes the same outcomes with real processes; here
@@ -6,8 +6,8 @@ each combination is checked without a network."""
 
 from __future__ import annotations
 
-from pvhpc.cli.run import EXIT_LOST, EXIT_OK, EXIT_WARNINGS, SetCheck, judge
 from pvhpc.workflow import ConsumerSet
+from pvhpc.workflow.accounting import EXIT_LOST, EXIT_OK, EXIT_WARNINGS, SetCheck, judge
 
 
 def check(label="work (distributor)", published=100, distributor=(None, None), **counts):
@@ -115,40 +115,39 @@ def test_unknown_publisher_is_not_checked():
     assert "frames published there unknown, not checked" in lines[1]
 
 
-MIRROR_REPORTS = {
-    "without skipped": (
-        "  channel      source          state      received  rate/s  published  rate/s  "
-        "overruns  rate/s  errors  reconnects\n"
-        "  pvapy:image  pva://ad:image  waiting for source       801    16.7        800    16.7"
-        "         2     0.0       1           0\n"
-    ),
-    "with skipped": (
-        "  channel      source          state      received  rate/s  published  rate/s  skipped  "
-        "overruns  rate/s  errors  reconnects\n"
-        "  pvapy:image  pva://ad:image  waiting for source       801    16.7        800    16.7"
-        "        1         2     0.0       1           0\n"
-    ),
-}
+def test_the_runner_reads_the_mirrors_json_report(tmp_path):
+    """The runner's mirror rows come from the mirror's JSON report (never its table)."""
+    from pvhpc.mirror import ChannelCounts, report_json
+    from pvhpc.workflow import StageSpec
+    from pvhpc.workflow.process import StageProcess
 
-
-def test_mirror_report_rows_are_read_by_their_header(tmp_path):
-    """The mirror's report gained a column (skipped); the runner's mirror row showed a
-    rate as the received count until it read the columns by the header's names."""
-    from pvhpc.cli.run import StageProcess
-    from pvhpc.workflow import Stage
-
-    for name, text in MIRROR_REPORTS.items():
-        stage = Stage("mirror", "mirror", 1, {}, {}, {})
-        stage.mirrors["pvapy:image"] = None  # type: ignore[assignment]
-        proc = StageProcess(stage, str(tmp_path), {})
-        with open(proc.out_path, "w") as f:
-            f.write("pvapy-mirror-server: report after 1.0 s\n" + text)
-        proc.read_output()
-        assert proc.mirror_counts["pvapy:image"] == {
+    counts = ChannelCounts(
+        dst="pvapy:image",
+        src="ad:image",
+        provider="pva",
+        n_monitors=2,
+        connected=1,
+        received=801,
+        published=800,
+        skipped=0,
+        overruns=2,
+        errors=1,
+        reconnects=0,
+    )
+    other = ChannelCounts("other", "x", "pva", 1, 0, 5, 5, 0, 0, 0, 0)
+    stage = StageSpec("mirror", "mirror", 1, {}, {}, {})
+    stage.mirrors["pvapy:image"] = None  # type: ignore[assignment]
+    proc = StageProcess(stage, str(tmp_path), {})
+    with open(proc.out_path, "w") as f:
+        f.write(report_json([counts, other], None, 2.0, final=False) + "\n")
+    proc.read_output()
+    assert proc.mirror_counts == {
+        "pvapy:image": {
             "received": 801,
             "published": 800,
-            "rate": 16.7,
+            "rate": 400.0,
             "overruns": 2,
             "errors": 1,
-            "state": "waiting for source",
-        }, name
+            "state": "1/2 connected",
+        }
+    }

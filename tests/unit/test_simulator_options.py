@@ -5,13 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pvhpc.cli import sim
+from pvhpc.cli import sim as sim_cli
 from pvhpc.errors import UsageError
+from pvhpc.options import sim
 from pvhpc.simulator import MetadataPv, Simulator, SimulatorConfig, parse_metadata_pvs
 
 
 def run(capsys, *argv: str) -> tuple[int, str]:
-    status = sim.main(list(argv))
+    status = sim_cli.main(list(argv))
     return status, capsys.readouterr().err
 
 
@@ -124,9 +125,9 @@ def test_hdf5_dataset_must_exist(capsys, tmp_path):
 
 
 def test_version_and_help(capsys):
-    assert sim.main(["--version"]) == 0
+    assert sim_cli.main(["--version"]) == 0
     assert "pvhpc" in capsys.readouterr().out
-    assert sim.main(["-h"]) == 0
+    assert sim_cli.main(["-h"]) == 0
     out = capsys.readouterr().out
     for option in (
         "-cn",

@@ -1,71 +1,16 @@
-"""Pieces every command shares: an argument parser whose errors are one line, and
-the wrapper that turns user mistakes into exit status 2 without a traceback."""
+"""What every command-line tool shares: user mistakes as one line and exit status 2,
+Ctrl-C as status 130, and an exit that bypasses interpreter shutdown."""
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from .._version import __version__
 from ..errors import UsageError
-from ..launcher import exit_process
+from ..runtime.launcher import exit_process
 
-__all__ = ["Parser", "run_main", "entry_point", "json_object", "positive_int", "add_version"]
-
-
-class Parser(argparse.ArgumentParser):
-    """ArgumentParser whose errors are one line on stderr and exit status 2.
-
-    An unknown option is reported before a missing required one: a mistyped
-    ``--input-chanel X`` must be named as such, not as a missing ``--input-channel``.
-    """
-
-    def error(self, message: str):  # noqa: D401 - argparse API
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-    def parse_args(self, args=None, namespace=None):  # noqa: D102 - argparse API
-        required = [a for a in self._actions if a.required]
-        for action in required:
-            action.required = False
-        try:
-            _, extras = self.parse_known_args(args, argparse.Namespace())
-        finally:
-            for action in required:
-                action.required = True
-        if extras:
-            self.error(f"unrecognized arguments: {' '.join(extras)}")
-        return super().parse_args(args, namespace)
-
-
-def add_version(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-v", "--version", action="version", version=f"pvhpc {__version__}")
-
-
-def json_object(option: str) -> Callable[[str], dict]:
-    """An argparse type: a JSON object, or a clear error naming ``option``."""
-
-    def parse(text: str) -> dict:
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise argparse.ArgumentTypeError(
-                f"{option}: invalid JSON {text!r}: {exc.msg}"
-            ) from None
-        if not isinstance(value, dict):
-            raise argparse.ArgumentTypeError(f"{option}: expected a JSON object, got {text!r}")
-        return value
-
-    return parse
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return value
+__all__ = ["run_main", "entry_point"]
 
 
 def run_main(

@@ -3,93 +3,26 @@
 Runs a :class:`pvhpc.mirror.MirrorServer` for the channel map until the runtime is
 over or SIGINT/SIGTERM arrives, printing a per-channel report every report period
 and a final one at the end, on stdout. Exit status 0 in both cases; 2 for a user
-mistake (bad channel map, bad number, unknown option).
+mistake (bad channel map, bad number, unknown option). From Python, use
+:func:`pvhpc.mirror.run_mirror` or :class:`pvhpc.mirror.MirrorServer` directly.
 """
 
 from __future__ import annotations
 
-import argparse
-import math
+import json
 import signal
 import sys
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import replace
 
-from ..channel_map import SYNTAX, parse_channel_map
-from ..errors import UsageError
-from ..log import configure_logging, parse_level
-from ..mirror import MirrorServer, format_report
-from .common import Parser, add_version, entry_point, run_main
+from ..channel_map import parse_channel_map
+from ..log import configure_logging
+from ..mirror import MirrorServer, format_report, report_json, run_mirror
+from ..options.mirror import PROG, build_parser
+from .common import entry_point, run_main
 
-__all__ = ["main", "build_parser"]
-
-PROG = "pvapy-mirror-server"
-# How long the main thread may sleep: bounds the delay before a signal is seen when
-# it was delivered to one of pvaccess's threads.
-_MAX_SLEEP = 0.2
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds")
-    return value
-
-
-def _log_level(text: str) -> str:
-    try:
-        parse_level(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return text
-
-
-def build_parser(prog: str = PROG) -> Parser:
-    """The command's option parser (short and long names as in SPEC §3.3)."""
-    p = Parser(
-        prog=prog,
-        description="Serve each dst channel with the latest object of its src channel "
-        "(PVA or CA). The dst channels support server queues and the distributor plugin.",
-    )
-    add_version(p)
-    p.add_argument(
-        "-cm",
-        "--channel-map",
-        required=True,
-        help=f"{SYNTAX},(...): pva or ca source [pva], server queue asked of the source "
-        "[0 = none], and optionally N source monitors with this request, e.g. "
-        "(img,ad:image,pva,1000,2,_[pydistributor=updates:1])",
-    )
-    p.add_argument(
-        "-rt",
-        "--runtime",
-        type=_seconds,
-        default=0.0,
-        help="seconds to run, <= 0 until stopped [0]",
-    )
-    p.add_argument(
-        "-rp",
-        "--report-period",
-        type=_seconds,
-        default=0.0,
-        help="seconds between per-channel reports, <= 0 only the final one [0]",
-    )
-    p.add_argument(
-        "-ll", "--log-level", type=_log_level, default=None, help="log level [warnings only]"
-    )
-    p.add_argument("-lf", "--log-file", default=None, help="log to this file instead of stderr")
-    p.add_argument(
-        "-dc",
-        "--disable-curses",
-        action="store_true",
-        help="accepted for compatibility (the output is plain lines)",
-    )
-    return p
+__all__ = ["main"]
 
 
 def _print(text: str) -> None:
@@ -100,61 +33,36 @@ def _print(text: str) -> None:
 def _body(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     mappings = parse_channel_map(args.channel_map, "--channel-map")
-    try:
-        configure_logging(args.log_level, args.log_file)
-    except OSError as exc:
-        raise UsageError(f"--log-file: cannot open {args.log_file!r}: {exc.strerror}") from None
+    configure_logging(args.log_level, args.log_file)
+    as_json = args.report_format == "json"
+    started = time.monotonic()
+
+    def report(counts, previous, elapsed, final):
+        if as_json:
+            _print(report_json(counts, previous, elapsed, final))
+        elif final:
+            title = f"{PROG}: final report after {elapsed:.1f} s (rates averaged over the run)"
+            _print(format_report(counts, None, elapsed, title))
+        else:
+            title = f"{PROG}: report after {time.monotonic() - started:.1f} s"
+            _print(format_report(counts, previous, elapsed, title))
 
     stop = threading.Event()
-
-    def on_signal(signum, frame):
-        stop.set()
-
     previous_handlers = {
-        sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)
+        sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
     }
     mirror = MirrorServer(mappings)
-    started = time.monotonic()
     try:
         mirror.start()
         for m in mappings:
-            _print(f"{PROG}: mirroring {m.describe()}")
-        runtime = args.runtime if args.runtime > 0 else None
-        period = args.report_period if args.report_period > 0 else None
-        next_report = started + period if period else math.inf
-        deadline = started + runtime if runtime else math.inf
-        last_counts, last_time = None, started
-        while not stop.is_set():
-            now = time.monotonic()
-            if now >= deadline:
-                break
-            if now >= next_report:
-                counts = mirror.counts()
+            if as_json:
                 _print(
-                    format_report(
-                        counts,
-                        last_counts,
-                        now - last_time,
-                        f"{PROG}: report after {now - started:.1f} s",
-                    )
+                    json.dumps({"kind": "mirror", "event": "mirroring", "dst": m.dst, "src": m.src})
                 )
-                last_counts, last_time = counts, now
-                # Skip reports that a stalled main thread missed rather than bursting.
-                while next_report <= now:
-                    next_report += period  # type: ignore[operator]
-            stop.wait(max(0.0, min(_MAX_SLEEP, deadline - now, next_report - now)))
+            else:
+                _print(f"{PROG}: mirroring {m.describe()}")
+        run_mirror(mirror, args.runtime, args.report_period, stop, report)
     finally:
-        at_stop = mirror.counts()
-        mirror.stop()
-        elapsed = time.monotonic() - started
-        _print(
-            format_report(
-                [replace(c, connected=s.connected) for c, s in zip(mirror.counts(), at_stop)],
-                None,
-                elapsed,
-                f"{PROG}: final report after {elapsed:.1f} s (rates averaged over the run)",
-            )
-        )
         for sig, handler in previous_handlers.items():
             signal.signal(sig, handler)
     return 0

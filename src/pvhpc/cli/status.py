@@ -17,8 +17,9 @@ from rich.console import Console
 from rich.live import Live
 
 from ..errors import UsageError
-from ..statusview import StatusWatcher, expand_pattern, status_table
-from .common import Parser, add_version, entry_point, run_main
+from ..options.common import Parser, add_version
+from ..workflow.view import StatusWatcher, expand_pattern, status_table
+from .common import entry_point, run_main
 
 __all__ = ["main", "build_parser"]
 

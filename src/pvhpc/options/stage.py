@@ -1,15 +1,16 @@
-"""Command-line options shared by the consumer and the collector (one parser factory)."""
+"""Options shared by the consumer and the collector (one parser factory), their
+cross-option checks, and the :class:`~pvhpc.runtime.config.StageConfig` they make."""
 
 from __future__ import annotations
 
 import argparse
-import math
 
+from ..endpoints import parse_channel_list
 from ..errors import UsageError
 from ..ids import channel_name
-from ..log import configure_logging, parse_level
-from ..stage import StageConfig, parse_metadata_channels
-from .common import Parser, add_version, json_object
+from ..log import parse_level
+from ..runtime.config import StageConfig
+from .common import Parser, add_version, json_object, seconds
 
 __all__ = ["stage_parser", "stage_config", "REPORT_SECTIONS"]
 
@@ -23,17 +24,6 @@ REPORT_SECTIONS = (
     "collector",
     "all",
 )
-
-
-def _seconds(text: str) -> float:
-    """An argparse type: a finite number of seconds (``nan``/``inf`` are mistakes)."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds")
-    return value
 
 
 def stage_parser(kind: str, prog: str, description: str) -> argparse.ArgumentParser:
@@ -81,7 +71,7 @@ def stage_parser(kind: str, prog: str, description: str) -> argparse.ArgumentPar
     a(
         "-at",
         "--accumulation-timeout",
-        type=_seconds,
+        type=seconds,
         default=1.0,
         help="...or until this many seconds passed since the last arrival [1]",
     )
@@ -122,11 +112,11 @@ def stage_parser(kind: str, prog: str, description: str) -> argparse.ArgumentPar
     a("-du", "--distributor-updates", type=int, help="sequential updates per client")
     a("-nds", "--n-distributor-sets", type=int, default=1, help="number of distributor sets [1]")
     a("-mc", "--metadata-channels", help="pva://name,ca://name,name (no prefix: CA)")
-    a("-rt", "--runtime", type=_seconds, default=0.0, help="seconds to run, <=0: until stopped [0]")
+    a("-rt", "--runtime", type=seconds, default=0.0, help="seconds to run, <=0: until stopped [0]")
     a(
         "-rp",
         "--report-period",
-        type=_seconds,
+        type=seconds,
         default=0.0,
         help="seconds between reports, <=0: final report only [0]",
     )
@@ -150,7 +140,7 @@ def stage_parser(kind: str, prog: str, description: str) -> argparse.ArgumentPar
 
 
 def validate(args: argparse.Namespace) -> None:
-    """Cross-option checks; raise UsageError naming the option."""
+    """Cross-option checks; raise UsageError naming the option. No side effects."""
     if args.log_level:
         try:
             parse_level(args.log_level)
@@ -180,7 +170,6 @@ def validate(args: argparse.Namespace) -> None:
         )
     if not args.input_channel.strip():
         raise UsageError("--input-channel is empty")
-    configure_logging(args.log_level, args.log_file)
 
 
 def stage_config(
@@ -226,7 +215,7 @@ def stage_config(
         distributor_updates=args.distributor_updates,
         n_distributor_sets=args.n_distributor_sets,
         n_consumers=n_consumers,
-        metadata_channels=parse_metadata_channels(args.metadata_channels),
+        metadata_channels=parse_channel_list(args.metadata_channels, "--metadata-channels"),
         runtime=args.runtime,
         report_period=args.report_period,
         report_stats=tuple(s.strip() for s in args.report_stats.split(",") if s.strip()),

@@ -6,9 +6,10 @@ import logging
 import time
 from typing import Any
 
-from .counting import IdTracker, expected_offset
-from .receiver import Receiver
-from .stage import Stage, StageConfig
+from ..counting import IdTracker, expected_offset
+from ..receiver import Receiver
+from .config import StageConfig
+from .stage import Stage
 
 __all__ = ["Consumer"]
 

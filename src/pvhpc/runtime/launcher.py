@@ -18,14 +18,14 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from typing import NoReturn
 
-from .errors import ProcessorError
-from .loading import create_processor, load_processor_class
-from .log import configure_logging
+from ..errors import ProcessorError
+from ..loading import create_processor, load_processor_class
+from ..log import configure_logging
+from .config import StageConfig
 from .report import print_report
-from .stage import Stage, StageConfig
+from .stage import Stage
 
 __all__ = ["run_single", "run_group", "exit_process"]
 
@@ -297,8 +297,3 @@ def run_group(
         usage = len(failed) == len(children) and all(children[k].exitcode == 2 for k in failed)
         return 2 if usage else 1
     return 0
-
-
-def child_configs(config: StageConfig, ids: list[int], channel_for: Callable) -> list[StageConfig]:
-    """One config per id, channel names expanded for that id."""
-    return [replace(config, stage_id=i, **channel_for(i)) for i in ids]

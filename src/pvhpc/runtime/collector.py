@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from .counting import IdTracker
-from .receiver import Receiver, ReceiverQueue
-from .sorting import SortingCache
-from .stage import Stage, StageConfig
+from ..counting import IdTracker
+from ..receiver import Receiver, ReceiverQueue
+from ..sorting import SortingCache
+from .config import StageConfig
+from .stage import Stage
 
 __all__ = ["Collector"]
 

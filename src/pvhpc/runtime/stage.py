@@ -1,32 +1,32 @@
-"""What consumers and collectors share: the processor wrapper, metadata channels,
-statistics snapshots, control commands and the run loop.
+"""What consumers and collectors share: the processor wrapper, statistics snapshots
+and the run loop.
 
-A *stage* is one consumer or collector process. :class:`Stage` holds its
-processor and server and implements the control commands; subclasses
-(:class:`~pvhpc.consumer.Consumer`, :class:`~pvhpc.collector.Collector`) add their
-receive path.
+A *stage* is one consumer or collector process. :class:`Stage` holds its processor
+and server and answers control commands (:mod:`~pvhpc.runtime.control`); subclasses
+(:class:`~pvhpc.runtime.consumer.Consumer`, :class:`~pvhpc.runtime.collector.Collector`)
+add their receive path.
 """
 
 from __future__ import annotations
 
 import collections
-import ctypes
-import json
 import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import pvaccess as pva
 
-from .channels import DataPublisher, StageServer, pva_type_for
-from .errors import ProcessorError
-from .receiver import ReceiverQueue
-from .request import monitor_request
+from ..channels import DataPublisher, StageServer, pva_type_for
+from ..errors import ProcessorError
+from ..receiver import ReceiverQueue
+from .config import StageConfig
+from .control import ControlCommands
+from .memory import keep_frame_buffers
+from .metadata import MetadataChannel, field_key
 
-__all__ = ["StageConfig", "Stage", "MetadataChannel", "parse_metadata_channels"]
+__all__ = ["Stage"]
 
 LATENCY_SAMPLES = 4096
 # Reading a frame's timestamp costs more than all other per-frame bookkeeping
@@ -36,162 +36,7 @@ LATENCY_SAMPLES = 4096
 LATENCY_SAMPLES_PER_SECOND = 200
 
 
-@dataclass
-class StageConfig:
-    """Options common to consumers and collectors, already validated."""
-
-    kind: str  # "consumer" or "collector"
-    stage_id: int
-    input_channel: str
-    output_channel: str | None = None
-    status_channel: str | None = None
-    control_channel: str | None = None
-    server_queue_size: int = 0
-    receiver_queue_size: int = -1
-    accumulate_objects: int = -1
-    accumulation_timeout: float = 1.0
-    processor_file: str | None = None
-    processor_class: str | None = None
-    processor_args: dict = field(default_factory=dict)
-    oid_field: str = "uniqueId"
-    oid_offset: int = 0
-    field_request: str | None = None
-    skip_initial_updates: int = 1
-    distributor_plugin: str = "pydistributor"
-    distributor_group: str | None = None
-    distributor_set: str | None = None
-    distributor_trigger: str | None = None
-    distributor_updates: int | None = None
-    n_distributor_sets: int = 1
-    n_consumers: int = 1
-    metadata_channels: list = field(default_factory=list)
-    runtime: float = 0.0
-    report_period: float = 0.0
-    report_stats: tuple = ("all",)
-    report_format: str = "text"
-
-    @property
-    def distributor(self) -> str | None:
-        """The distributor plugin the monitor request asks for, or None without one."""
-        used = (
-            self.distributor_group,
-            self.distributor_set,
-            self.distributor_trigger,
-            self.distributor_updates,
-        )
-        if any(v is not None and v != "" for v in used[:3]) or (used[3] or 0) > 0:
-            return self.distributor_plugin
-        return None
-
-    def monitor_request(self) -> str:
-        """The monitor request for this stage's input channel(s)."""
-        return monitor_request(
-            server_queue_size=self.server_queue_size,
-            distributor_plugin=self.distributor_plugin,
-            group=self.distributor_group,
-            set_name=self.distributor_set,
-            trigger=self.distributor_trigger,
-            updates=self.distributor_updates,
-            field_request=self.field_request,
-            oid_field=self.oid_field,
-        )
-
-
-def parse_metadata_channels(text: str | None) -> list[tuple[str, str]]:
-    """``pva://x,ca://y,z`` → ``[("pva","x"),("ca","y"),("ca","z")]`` (no prefix = CA)."""
-    from .errors import UsageError
-
-    result = []
-    for item in (text or "").split(","):
-        item = item.strip()
-        if not item:
-            continue
-        if "://" in item:
-            proto, _, name = item.partition("://")
-            proto = proto.lower()
-            if proto not in ("pva", "ca") or not name:
-                raise UsageError(
-                    f"--metadata-channels: {item!r} is not pva://NAME, ca://NAME or NAME"
-                )
-        else:
-            proto, name = "ca", item
-        result.append((proto, name))
-    if text and not result:
-        raise UsageError(f"--metadata-channels: {text!r} names no channel")
-    return result
-
-
-class MetadataChannel:
-    """One metadata channel monitored into the ``PvObjectQueue`` processors read."""
-
-    def __init__(self, protocol: str, name: str, queue_size: int, server_queue_size: int = 0):
-        self.protocol = protocol
-        self.server_queue_size = server_queue_size
-        self.name = name
-        self.queue = pva.PvObjectQueue(queue_size) if queue_size > 0 else pva.PvObjectQueue()
-        self.channel = pva.Channel(name, pva.PVA if protocol == "pva" else pva.CA)
-
-    def start(self) -> None:
-        if self.protocol == "pva":
-            # The same server queue as the input channel: a consumer held up for a
-            # moment must not lose metadata values any more than frames.
-            request = monitor_request(server_queue_size=self.server_queue_size)
-        else:
-            request = "field(value,timeStamp)"
-        self.channel.qMonitor(self.queue, request)
-
-    def stop(self) -> None:
-        try:
-            self.channel.stopMonitor()
-        except pva.PvaException:
-            pass
-
-    def stats(self) -> dict:
-        counters = self.queue.getCounters()
-        try:
-            monitor = self.channel.getMonitorCounters()
-        except pva.PvaException:
-            monitor = {}
-        return {
-            "nReceived": int(counters.get("nReceived", 0)),
-            "nOverruns": int(monitor.get("nOverruns", 0)),
-            "nRejected": int(counters.get("nRejected", 0)),
-            "nDelivered": int(counters.get("nDelivered", 0)),
-            "nQueued": int(counters.get("nQueued", 0)),
-        }
-
-
-# glibc malloc tuning for large frames (see keep_frame_buffers).
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-_MMAP_BYTES, _TRIM_BYTES = 64 << 20, 256 << 20
-
-
-def keep_frame_buffers() -> bool:
-    """Let glibc reuse frame-sized buffers instead of returning them to the kernel.
-
-    Every update of a megapixel frame allocates a new pixel buffer (the old one is
-    still shared with the output record) and frees one. With glibc's defaults such
-    buffers come from ``mmap`` or shrink the heap when freed, so each frame pays for
-    fresh pages again: at 1024x1024, 800 fps this put a consumer 60% above a bare
-    monitor, varying from run to run. Buffers up to 64 MiB now come from the heap
-    and freed memory is kept for reuse (up to 256 MiB at its top, so a process whose
-    queue once held that much stays at that size). Returns False where the C library
-    is not glibc; nothing changes then.
-    """
-    try:
-        libc = ctypes.CDLL(None)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_BYTES) and mallopt(_M_TRIM_THRESHOLD, _TRIM_BYTES))
-
-
-def _field_key(name: str) -> str:
-    key = "".join(c if c.isalnum() else "_" for c in name)
-    return key if key and not key[0].isdigit() else "_" + key
-
-
-class Stage:
+class Stage(ControlCommands):
     """One consumer or collector: processor, server, metadata, control, run loop.
 
     Threads: the monitor thread(s) deliver objects; with a receiver queue a
@@ -211,9 +56,12 @@ class Stage:
         self.stop_reason = ""
         self.metadata = [
             MetadataChannel(
-                p, n, max(config.receiver_queue_size, 0) or 100000, config.server_queue_size
+                m.protocol,
+                m.name,
+                max(config.receiver_queue_size, 0) or 100000,
+                config.server_queue_size,
             )
-            for p, n in config.metadata_channels
+            for m in config.metadata_channels
         ]
         self.queue: ReceiverQueue | None = None
         if config.receiver_queue_size >= 0:
@@ -516,7 +364,7 @@ class Stage:
         }
 
     def metadata_stats(self) -> dict:
-        return {_field_key(m.name): m.stats() for m in self.metadata}
+        return {field_key(m.name): m.stats() for m in self.metadata}
 
     def stats(self) -> dict:  # pragma: no cover - implemented by subclasses
         raise NotImplementedError
@@ -533,107 +381,6 @@ class Stage:
             self.processor.resetStats()
         except Exception as exc:  # noqa: BLE001
             self.logger.error("processor resetStats() failed: %s", exc)
-
-    # -- control ---------------------------------------------------------------------
-
-    # Runtime keys of ``configure`` and the smallest value each accepts (None: any).
-    RUNTIME_KEYS: dict[str, int | None] = {
-        "receiverQueueSize": 0,
-        "skipInitialUpdates": 0,
-        "objectIdOffset": 1,
-    }
-
-    def runtime_values(self, config: dict) -> dict[str, int]:
-        """Check every runtime key of a ``configure`` command before any is applied.
-
-        Returns ``{key: int}`` for the keys present; raises ValueError naming the
-        first bad one, so that a refused command changes nothing. Integers, whole
-        numbers and their strings (``"25"``, as PvaPy users write them) are accepted.
-        """
-        values = {}
-        for key, minimum in self.RUNTIME_KEYS.items():
-            if key not in config:
-                continue
-            value = _whole_number(config[key])
-            if value is None:
-                raise ValueError(f"{key} must be an integer, got {config[key]!r}")
-            if minimum is not None and value < minimum:
-                raise ValueError(f"{key} must be >= {minimum}, got {value}")
-            values[key] = value
-        if "receiverQueueSize" in values and self.queue is None:
-            raise ValueError(
-                "receiverQueueSize: this stage runs without a receiver queue "
-                "(start it with --receiver-queue-size >= 0)"
-            )
-        return values
-
-    def configure_runtime(self, config: dict) -> list[str]:
-        """Apply runtime keys checked by :meth:`runtime_values`; return what changed."""
-        changed = []
-        if "receiverQueueSize" in config:
-            if self.queue is None:
-                raise ValueError(
-                    "receiverQueueSize: this stage runs without a receiver queue "
-                    "(start it with --receiver-queue-size >= 0)"
-                )
-            self.queue.resize(int(config["receiverQueueSize"]))
-            changed.append(f"receiverQueueSize={self.queue.max_length}")
-        return changed
-
-    def handle_command(self, command: str, args: str) -> str:
-        """Run one control command (control thread); return the status message."""
-        command = (command or "").strip()
-        if command == "stop":
-            self.request_stop("stop command on the control channel")
-            return "Stopping"
-        if command == "reset_stats":
-            self.reset_stats()
-            self.server.publish_status(self.stats())
-            return "Statistics reset"
-        if command == "get_stats":
-            self.server.publish_status(self.stats())
-            return "Statistics published on the status channel"
-        if command == "configure":
-            try:
-                config = json.loads(args) if args and args.strip() else None
-            except json.JSONDecodeError as exc:
-                return f"configure: args is not valid JSON ({exc.msg}); nothing changed"
-            if not isinstance(config, dict):
-                return 'configure: args must be a JSON object such as {"x": 100}; nothing changed'
-            try:
-                changed = self.configure_runtime(self.runtime_values(config))
-            except (ValueError, TypeError) as exc:
-                return f"configure: {exc}; nothing changed"
-            try:
-                self.processor.configure(config)
-            except Exception as exc:  # noqa: BLE001 - user code
-                self.logger.error("processor configure(%s) failed: %s", config, exc)
-                applied = f" (applied before it: {', '.join(changed)})" if changed else ""
-                return (
-                    f"configure: processor rejected {config}: {type(exc).__name__}: {exc}{applied}"
-                )
-            done = ", ".join(changed)
-            return f"Configured: {json.dumps(config)}" + (f" ({done})" if done else "")
-        known = "configure, reset_stats, get_stats, stop"
-        if not command:
-            return f"No command given; known commands: {known}. Nothing changed"
-        return f"Unknown command {command!r}; known commands: {known}. Nothing changed"
-
-
-def _whole_number(value: Any) -> int | None:
-    """``value`` as an int if it is a whole number (or its string), else None."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str):
-        try:
-            return int(value.strip())
-        except ValueError:
-            return None
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return None
 
 
 def _timestamp_reader(pv: Any):

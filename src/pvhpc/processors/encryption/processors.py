@@ -1,63 +1,7 @@
-"""Encrypt frames in one stage of a workflow and decrypt them in a later one.
-
-:class:`AdImageDataEncryptor` turns every received object (normally an NTNDArray
-frame) into an *envelope*: a small PvObject carrying ``objectId`` (the frame's
-object id, so that the next stage runs with ``--oid-field objectId``), a fresh
-``timeStamp`` and the encrypted frame. :class:`AdImageDataDecryptor` turns
-envelopes back into the exact objects that were encrypted — same structure, same
-pixels, dtype, dimensions, attributes, timestamps and ``uniqueId``.
-
-Both take ``privateKeyFilePath``: an RSA private key without passphrase, as written
-by ``ssh-keygen -t rsa`` (OpenSSH format), ``ssh-keygen -t rsa -m PEM`` (PKCS#1) or
-``-m PKCS8``. Both stages use the same key: the encryptor wraps each AES key with
-its public half, the decryptor unwraps it with the private half.
-
-Envelope format ``pvhpc-envelope/1`` (fields of the envelope PvObject):
-
-``objectId`` (long)
-    object id of the encrypted object (its ``objectIdField``, ``uniqueId`` by default).
-``timeStamp`` (structure of secondsPastEpoch, nanoseconds, userTag)
-    when the envelope was made; strictly increasing, so that a distributor
-    downstream tells envelopes apart.
-``format`` (string)
-    ``pvhpc-envelope/1``.
-``keyFingerprint`` (string)
-    first 8 bytes (hex) of SHA-256 of the RSA public key (DER); a decryptor with
-    another key says so instead of failing obscurely.
-``wrappedKey`` (ubyte[])
-    the 256-bit AES key, encrypted with RSA-OAEP (SHA-256). A fresh key is drawn
-    for every frame, or every ``keyPeriod`` seconds.
-``nonce`` (ubyte[12])
-    AES-GCM nonce: an 8-byte big-endian counter (per key) and 4 random bytes.
-``tag`` (ubyte[16])
-    AES-GCM authentication tag.
-``payload`` (ubyte[])
-    AES-256-GCM ciphertext of the serialized object. Associated data
-    (authenticated, not encrypted): ``format``, ``objectId`` (decimal),
-    ``keyFingerprint`` and ``wrappedKey``, each followed by a NUL byte.
-``signature`` (ubyte[])
-    empty, or (``sign``) an RSA PKCS#1 v1.5 signature with SHA-256 over
-    ``associated data || nonce || tag || SHA-256(payload)``.
-
-The serialized object (plaintext) is ``u32 little-endian header length``, a UTF-8
-JSON header, then the raw bytes of every numeric array of the object (the pixels,
-mostly), back to back. The header holds the object's structure, type ids and
-values with each array replaced by a reference to its bytes; it is never executed
-or unpickled, so a forged envelope can at worst be rejected. Any PvObject can be
-encrypted; NTNDArray frames come back as ``pvaccess.NtNdArray`` with their type ids
-(other objects come back without type ids, which pvaccess does not report). An
-attribute whose value is a scalar comes back in areaDetector's form, the variant
-holding the scalar itself.
-
-Requires the ``crypto`` extra (pycryptodome).
-"""
+"""The encryptor and decryptor processors (see :mod:`pvhpc.processors.encryption`)."""
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import struct
 import threading
 import time
 from collections import OrderedDict
@@ -65,225 +9,30 @@ from typing import Any
 
 import numpy as np
 import pvaccess as pva
+from Crypto.Cipher import AES, PKCS1_OAEP
+from Crypto.Hash import SHA256
+from Crypto.Random import get_random_bytes
+from Crypto.Signature import pkcs1_15
 
-from ..processor import UserDataProcessor
+from ...processor import UserDataProcessor
+from .envelope import (
+    ENVELOPE_FORMAT,
+    ENVELOPE_TYPE,
+    EncryptionError,
+    associated_data,
+    deserialize_pv_object,
+    serialize_pv_object,
+    signed_digest,
+)
+from .keys import fingerprint, load_private_key
 
-try:
-    from Crypto.Cipher import AES, PKCS1_OAEP
-    from Crypto.Hash import SHA256
-    from Crypto.PublicKey import RSA
-    from Crypto.Random import get_random_bytes
-    from Crypto.Signature import pkcs1_15
-except ImportError as _exc:  # pragma: no cover - depends on the installation
-    raise ImportError(
-        "AdImageDataEncryptor/AdImageDataDecryptor need pycryptodome: pip install 'pvhpc[crypto]'"
-    ) from _exc
-
-__all__ = [
-    "AdImageDataEncryptor",
-    "AdImageDataDecryptor",
-    "EncryptionError",
-    "ENVELOPE_FORMAT",
-    "load_private_key",
-    "serialize_pv_object",
-    "deserialize_pv_object",
-]
-
-ENVELOPE_FORMAT = "pvhpc-envelope/1"
-NTNDARRAY_TYPE_ID = "epics:nt/NTNDArray:1.0"
-_TIME_T = {"secondsPastEpoch": pva.LONG, "nanoseconds": pva.INT, "userTag": pva.INT}
-_ENVELOPE_TYPE = {
-    "objectId": pva.LONG,
-    "timeStamp": _TIME_T,
-    "format": pva.STRING,
-    "keyFingerprint": pva.STRING,
-    "wrappedKey": [pva.UBYTE],
-    "nonce": [pva.UBYTE],
-    "tag": [pva.UBYTE],
-    "payload": [pva.UBYTE],
-    "signature": [pva.UBYTE],
-}
-_NTNDARRAY_ARGS = pva.NtNdArray().__getinitargs__()
-_SCALAR_TYPES = {name: getattr(pva, name) for name in pva.ScalarType.names}
-_HEADER_LEN = struct.Struct("<I")
-
-
-class EncryptionError(Exception):
-    """A frame could not be encrypted, decrypted or verified; it is not passed on."""
+__all__ = ["AdImageDataEncryptor", "AdImageDataDecryptor"]
 
 
 def _flag(value: Any) -> bool:
     if isinstance(value, str):
         return value.strip().lower() in ("1", "true", "yes", "on")
     return bool(value)
-
-
-def load_private_key(path: Any):
-    """Load an RSA private key without passphrase from ``path``.
-
-    Accepts OpenSSH (``ssh-keygen -t rsa``), PKCS#1 PEM (``-m PEM``) and PKCS#8 PEM.
-    Raises :class:`ValueError` naming the file and what is wrong with it.
-    """
-    if not path:
-        raise ValueError("privateKeyFilePath is required (an RSA private key file)")
-    path = os.path.expanduser(str(path))
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as exc:
-        raise ValueError(f"privateKeyFilePath {path}: cannot read: {exc.strerror}") from exc
-    try:
-        key = RSA.import_key(data)
-    except ValueError as exc:
-        if "passphrase" in str(exc).lower():
-            raise ValueError(
-                f"privateKeyFilePath {path}: the key is protected by a passphrase; "
-                "use a key without one (ssh-keygen -t rsa -m PEM -N '')"
-            ) from exc
-        raise ValueError(
-            f"privateKeyFilePath {path}: not an RSA private key in OpenSSH, PKCS#1 or "
-            f"PKCS#8 PEM format ({exc})"
-        ) from exc
-    if not key.has_private():
-        raise ValueError(f"privateKeyFilePath {path}: holds a public key, not a private key")
-    if key.size_in_bits() < 1024:
-        raise ValueError(
-            f"privateKeyFilePath {path}: RSA key of {key.size_in_bits()} bits is too short"
-        )
-    return key
-
-
-def _fingerprint(key) -> str:
-    return hashlib.sha256(key.public_key().export_key("DER")).hexdigest()[:16]
-
-
-def _encode(value: Any, arrays: list) -> Any:
-    """Make the ``__getinitargs__`` form of a PvObject JSON-able; arrays go to ``arrays``."""
-    if isinstance(value, dict):
-        return {k: _encode(v, arrays) for k, v in value.items()}
-    if isinstance(value, np.ndarray):
-        if value.dtype.kind in "biuf":
-            arrays.append(np.ascontiguousarray(value))
-            return {"$a": len(arrays) - 1}
-        return {"$l": value.tolist()}
-    if isinstance(value, tuple):
-        return {"$u": [_encode(v, arrays) for v in value]}
-    if isinstance(value, list):
-        return [_encode(v, arrays) for v in value]
-    if isinstance(value, pva.ScalarType):
-        return {"$s": str(value)}
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, bytes):
-        return {"$l": list(value)}
-    return value
-
-
-def _decode(value: Any, arrays: list) -> Any:
-    if isinstance(value, dict):
-        if len(value) == 1:
-            ((key, inner),) = value.items()
-            if key == "$a":
-                return arrays[inner]
-            if key == "$u":
-                return tuple(_decode(v, arrays) for v in inner)
-            if key == "$s":
-                return _SCALAR_TYPES[inner]
-            if key == "$l":
-                return inner
-        return {k: _decode(v, arrays) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_decode(v, arrays) for v in value]
-    return value
-
-
-def serialize_pv_object(pv_object: Any) -> list:
-    """Serialize any PvObject into buffers whose concatenation is the plaintext.
-
-    Returns ``[length+header bytes, array, array, ...]`` (arrays are views, not copies).
-    """
-    # pvaccess's own pickling support: (structure, values[, type id[, field type ids]]).
-    args = pv_object.__getinitargs__()
-    type_dict, value_dict = args[0], args[1]
-    type_id = args[2] if len(args) > 2 else ""
-    sub_type_ids = args[3] if len(args) > 3 else {}
-    if not type_id and type_dict == _NTNDARRAY_ARGS[0]:
-        # Objects from a monitor are plain PvObjects that do not report their type
-        # ids; a frame with the full NTNDArray structure is one.
-        type_id, sub_type_ids = _NTNDARRAY_ARGS[2], _NTNDARRAY_ARGS[3]
-    arrays: list[np.ndarray] = []
-    header = {
-        "type": _encode(type_dict, arrays),
-        "typeId": type_id,
-        "subTypeIds": sub_type_ids,
-        "value": None,
-        "arrays": None,
-    }
-    n_type_arrays = len(arrays)
-    header["value"] = _encode(value_dict, arrays)
-    if n_type_arrays:
-        raise EncryptionError("unexpected array in a PvObject's type description")
-    header["arrays"] = [[a.dtype.str, a.size] for a in arrays]
-    text = json.dumps(header, separators=(",", ":")).encode()
-    return [_HEADER_LEN.pack(len(text)) + text, *arrays]
-
-
-def deserialize_pv_object(plaintext: Any) -> Any:
-    """Rebuild the PvObject (an ``NtNdArray`` for NTNDArray frames) from its plaintext."""
-    buf = memoryview(plaintext)
-    if len(buf) < _HEADER_LEN.size:
-        raise EncryptionError("decrypted payload is too short")
-    (n,) = _HEADER_LEN.unpack_from(buf)
-    end = _HEADER_LEN.size + n
-    try:
-        header = json.loads(bytes(buf[_HEADER_LEN.size : end]))
-    except ValueError as exc:
-        raise EncryptionError(f"decrypted payload has a bad header: {exc}") from exc
-    arrays = []
-    offset = end
-    for dtype_str, count in header["arrays"]:
-        dtype = np.dtype(dtype_str)
-        arrays.append(np.frombuffer(buf, dtype=dtype, count=count, offset=offset))
-        offset += dtype.itemsize * count
-    if offset != len(buf):
-        raise EncryptionError("decrypted payload size does not match its header")
-    type_dict = _decode(header["type"], [])
-    value_dict = _decode(header["value"], arrays)
-    type_id = header["typeId"]
-    if type_id != NTNDARRAY_TYPE_ID:
-        return pva.PvObject(type_dict, value_dict, type_id, header["subTypeIds"])
-    attributes = value_dict.pop("attribute", None)
-    frame = pva.NtNdArray(type_dict, value_dict, type_id, header["subTypeIds"])
-    if attributes:
-        frame["attribute"] = [_nt_attribute(a) for a in attributes]
-    return frame
-
-
-def _is_scalar_type(t: Any) -> bool:
-    return isinstance(t, pva.ScalarType) or (
-        isinstance(t, list) and len(t) == 1 and isinstance(t[0], pva.ScalarType)
-    )
-
-
-def _nt_attribute(fields: dict) -> Any:
-    """Rebuild one NTAttribute; a scalar value goes into the variant in standard form.
-
-    pvaccess builds a variant from its dict form as a structure ``{value}``; areaDetector
-    and ``NtAttribute`` put the scalar itself in the variant. Frames carry the latter.
-    """
-    value = fields.get("value")
-    if not (
-        isinstance(value, tuple)
-        and len(value) == 2
-        and list(value[1]) == ["value"]
-        and _is_scalar_type(value[1]["value"])
-    ):
-        return fields
-    attribute = pva.NtAttribute(fields.get("name", ""), pva.PvObject(value[1], value[0]))
-    for key, item in fields.items():
-        if key not in ("name", "value"):
-            attribute[key] = item
-    return attribute
 
 
 class _RateStats:
@@ -329,7 +78,7 @@ class _KeyedProcessor(UserDataProcessor):
         self.privateKeyFilePath = str(path)
         self._key = key
         self._public_key = key.public_key()
-        self._fingerprint = _fingerprint(key)
+        self._fingerprint = fingerprint(key)
 
     def configure(self, configDict: dict) -> None:
         """Apply runtime settings; a new ``privateKeyFilePath`` is loaded at once.
@@ -352,31 +101,6 @@ class _KeyedProcessor(UserDataProcessor):
             self._key.size_in_bits(),
             self._fingerprint,
         )
-
-
-def _associated_data(object_id: int, fingerprint: str, wrapped_key: bytes) -> bytes:
-    return b"".join(
-        (
-            ENVELOPE_FORMAT.encode(),
-            b"\0",
-            str(object_id).encode(),
-            b"\0",
-            fingerprint.encode(),
-            b"\0",
-            wrapped_key,
-            b"\0",
-        )
-    )
-
-
-def _signed_digest(aad: bytes, nonce: bytes, tag: bytes, payload: Any):
-    # The payload is hashed with hashlib (several times faster than the pure SHA-256
-    # of pycryptodome on large frames); the signature covers that digest.
-    h = SHA256.new(aad)
-    h.update(nonce)
-    h.update(tag)
-    h.update(hashlib.sha256(payload).digest())
-    return h
 
 
 class AdImageDataEncryptor(_KeyedProcessor):
@@ -453,7 +177,7 @@ class AdImageDataEncryptor(_KeyedProcessor):
             raise EncryptionError(f"object has no integer object id field {field!r}") from exc
         parts = serialize_pv_object(pvObject)
         aes_key, wrapped_key, nonce = self._current_key()
-        aad = _associated_data(object_id, self._fingerprint, wrapped_key)
+        aad = associated_data(object_id, self._fingerprint, wrapped_key)
         cipher = AES.new(aes_key, AES.MODE_GCM, nonce=nonce)
         cipher.update(aad)
         payload = np.empty(sum(memoryview(p).nbytes for p in parts), dtype=np.uint8)
@@ -467,9 +191,9 @@ class AdImageDataEncryptor(_KeyedProcessor):
         tag = cipher.digest()
         signature = b""
         if self.sign:
-            signature = pkcs1_15.new(self._key).sign(_signed_digest(aad, nonce, tag, payload))
+            signature = pkcs1_15.new(self._key).sign(signed_digest(aad, nonce, tag, payload))
         envelope = pva.PvObject(
-            _ENVELOPE_TYPE,
+            ENVELOPE_TYPE,
             {
                 "objectId": object_id,
                 "timeStamp": self._fresh_timestamp(),
@@ -515,7 +239,7 @@ class AdImageDataEncryptor(_KeyedProcessor):
 
     def getOutputPvObjectType(self, pvObject: Any) -> pva.PvObject:
         """An empty envelope: the output channel's type."""
-        return pva.PvObject(_ENVELOPE_TYPE)
+        return pva.PvObject(ENVELOPE_TYPE)
 
 
 class AdImageDataDecryptor(_KeyedProcessor):
@@ -584,14 +308,14 @@ class AdImageDataDecryptor(_KeyedProcessor):
                 f"object {object_id} was encrypted for RSA key {fingerprint}, "
                 f"but {self.privateKeyFilePath} is key {self._fingerprint}"
             )
-        aad = _associated_data(object_id, fingerprint, wrapped_key)
+        aad = associated_data(object_id, fingerprint, wrapped_key)
         verified = False
         if self.verify:
             if not signature:
                 raise EncryptionError(f"object {object_id} is not signed; cannot verify it")
             try:
                 pkcs1_15.new(self._public_key).verify(
-                    _signed_digest(aad, nonce, tag, payload), signature
+                    signed_digest(aad, nonce, tag, payload), signature
                 )
             except ValueError as exc:
                 raise EncryptionError(f"object {object_id}: signature verification failed") from exc
