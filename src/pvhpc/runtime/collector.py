@@ -6,7 +6,8 @@ import logging
 from typing import Any
 
 from ..counting import IdTracker
-from ..receiver import Receiver, ReceiverQueue
+from ..receiver import Receiver
+from ..receiver_queue import ReceiverQueue
 from ..sorting import SortingCache
 from .config import StageConfig
 from .stage import Stage

@@ -20,7 +20,7 @@ import pvaccess as pva
 
 from ..channels import DataPublisher, StageServer, pva_type_for
 from ..errors import ProcessorError
-from ..receiver import ReceiverQueue
+from ..receiver_queue import ReceiverQueue
 from .config import StageConfig
 from .control import ControlCommands
 from .memory import keep_frame_buffers
