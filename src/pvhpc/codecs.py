@@ -13,12 +13,14 @@ Byte formats, as NDCodec writes them:
     One raw LZ4 block of the whole array (``LZ4_compress_default``): no frame, no
     size prefix. The uncompressed size comes from ``uncompressedSize``.
 ``bslz4``
-    Bitshuffle + LZ4 with the 12-byte header of the HDF5 bitshuffle filter
-    (id 32008): the uncompressed size in bytes as big-endian uint64, the block size
-    in *bytes* as big-endian uint32, then the blocks. ``bitshuffle.compress_lz4``
-    returns the blocks only, without this header, so :func:`compress` adds it and
-    :func:`decompress` strips it (and uses its block size). The same layout is what
-    Dectris detectors stream and what HDF5 direct chunk writes expect.
+    Bitshuffle + LZ4 as ``bshuf_compress_lz4`` writes it (what NDCodec calls): the
+    blocks, each a 4-byte big-endian compressed length and its LZ4 data, with the
+    default block size, and no header. areaDetector's viewers, PvaPy and p4p's
+    users decode it with ``bshuf_decompress_lz4(…, block_size=0)``. The HDF5
+    bitshuffle filter (id 32008), and Dectris' streams, put a 12-byte header in
+    front (the uncompressed size in bytes as big-endian uint64, the block size in
+    bytes as big-endian uint32): :func:`decompress` accepts that form too, and
+    :func:`bslz4_chunk` makes it for HDF5 direct chunk writes.
 ``blosc``
     A standard Blosc 1 buffer with its own 16-byte header (``blosc_compress``);
     by default the ``blosclz`` compressor, level 5, byte shuffle.
@@ -42,6 +44,7 @@ __all__ = [
     "compress",
     "decompress",
     "bslz4_default_block_size",
+    "bslz4_chunk",
 ]
 
 CODECS = ("lz4", "bslz4", "blosc")
@@ -112,13 +115,9 @@ def compress(array: np.ndarray, codec: str, *, level: int | None = None) -> np.n
         return np.frombuffer(out, dtype=np.uint8)
     if codec == "bslz4":
         flat = data.reshape(-1)
-        block = bslz4_default_block_size(flat.dtype.itemsize)
-        body = lib.compress_lz4(flat, block) if flat.size else np.empty(0, np.uint8)
-        out = np.empty(_BSLZ4_HEADER + body.size, dtype=np.uint8)
-        out[:8] = np.frombuffer(int(flat.nbytes).to_bytes(8, "big"), np.uint8)
-        out[8:12] = np.frombuffer(int(block * flat.dtype.itemsize).to_bytes(4, "big"), np.uint8)
-        out[12:] = body
-        return out
+        if not flat.size:
+            return np.empty(0, np.uint8)
+        return lib.compress_lz4(flat, bslz4_default_block_size(flat.dtype.itemsize))
     out = lib.compress(
         data,
         typesize=data.dtype.itemsize,
@@ -177,19 +176,32 @@ def decompress(buffer: Any, codec: str, dtype: Any, n_elements: int) -> np.ndarr
     return out.view(np.bool_) if dtype == np.bool_ else out
 
 
-def _bslz4_decompress(lib: Any, raw: np.ndarray, dtype: np.dtype, n_elements: int) -> np.ndarray:
-    if raw.size < _BSLZ4_HEADER:
-        raise CodecError(f"bslz4 buffer of {raw.size} bytes is shorter than its 12-byte header")
-    total = int.from_bytes(raw[:8].tobytes(), "big")
+def bslz4_chunk(packed: np.ndarray, n_bytes: int, itemsize: int) -> np.ndarray:
+    """``bslz4`` data (as frames carry it) with the 12-byte header of the HDF5
+    bitshuffle filter in front: a chunk for an HDF5 direct chunk write."""
+    header = int(n_bytes).to_bytes(8, "big") + int(
+        bslz4_default_block_size(itemsize) * itemsize
+    ).to_bytes(4, "big")
+    out = np.empty(_BSLZ4_HEADER + packed.size, dtype=np.uint8)
+    out[:12] = np.frombuffer(header, np.uint8)
+    out[12:] = packed.reshape(-1).view(np.uint8)
+    return out
+
+
+def _bslz4_header(raw: np.ndarray, nbytes: int, itemsize: int) -> int | None:
+    """The block size (elements) of an HDF5-chunk header in front of ``raw``, or None."""
+    if raw.size < _BSLZ4_HEADER or int.from_bytes(raw[:8].tobytes(), "big") != nbytes:
+        return None
     block_bytes = int.from_bytes(raw[8:12].tobytes(), "big")
-    if total != n_elements * dtype.itemsize:
-        raise CodecError(
-            f"bslz4 header says {total} bytes, expected {n_elements * dtype.itemsize} "
-            f"({n_elements} x {dtype})"
-        )
+    if block_bytes % itemsize or (block_bytes // itemsize) % 8:
+        return None
+    return block_bytes // itemsize
+
+
+def _bslz4_decompress(lib: Any, raw: np.ndarray, dtype: np.dtype, n_elements: int) -> np.ndarray:
     if n_elements == 0:
         return np.empty(0, dtype)
-    block = block_bytes // dtype.itemsize if block_bytes else 0
-    if block and block % 8:
-        raise CodecError(f"bslz4 header block size {block_bytes} bytes is not valid for {dtype}")
-    return lib.decompress_lz4(raw[_BSLZ4_HEADER:], (n_elements,), dtype, block)
+    block = _bslz4_header(raw, n_elements * dtype.itemsize, dtype.itemsize)
+    if block is not None:
+        raw = raw[_BSLZ4_HEADER:]
+    return lib.decompress_lz4(raw, (n_elements,), dtype, block or 0)

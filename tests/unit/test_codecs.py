@@ -76,8 +76,20 @@ def test_compresses_compressible_data():
         assert compress(image, codec).size < image.nbytes / 20, codec
 
 
-def test_bslz4_is_the_hdf5_bitshuffle_filter_chunk_format(tmp_path):
-    """areaDetector's bslz4 is the HDF5 bitshuffle filter's chunk: 12-byte header + blocks."""
+def test_bslz4_is_what_bshuf_compress_lz4_writes():
+    """NDCodec's bslz4 is bshuf_compress_lz4's output with the default block size and
+    no header: what areaDetector's viewers and PvaPy decode with block size 0."""
+    bitshuffle = pytest.importorskip("bitshuffle")
+    image = pixels("uint16", (64, 80))
+    packed = compress(image, "bslz4")
+    assert packed.tobytes() == bitshuffle.compress_lz4(image.ravel(), 0).tobytes()
+    decoded = bitshuffle.decompress_lz4(packed, (image.size,), np.dtype("u2"), 0)
+    np.testing.assert_array_equal(decoded, image.ravel())
+
+
+def test_bslz4_with_the_hdf5_chunk_header(tmp_path):
+    """The HDF5 bitshuffle filter's chunk is the same blocks behind a 12-byte header:
+    bslz4_chunk makes it, and decompress reads it."""
     h5py = pytest.importorskip("h5py")
     bitshuffle_h5 = pytest.importorskip("bitshuffle.h5")
     image = pixels("uint16", (64, 80))
@@ -93,10 +105,9 @@ def test_bslz4_is_the_hdf5_bitshuffle_filter_chunk_format(tmp_path):
     with h5py.File(path, "r") as f:
         _, chunk = f["d"].id.read_direct_chunk((0, 0))
     packed = compress(image, "bslz4")
-    assert packed.tobytes() == bytes(chunk)
-    assert int.from_bytes(packed[:8].tobytes(), "big") == image.nbytes
-    assert int.from_bytes(packed[8:12].tobytes(), "big") == 4096 * 2  # block size in bytes
+    assert codecs.bslz4_chunk(packed, image.nbytes, 2).tobytes() == bytes(chunk)
     np.testing.assert_array_equal(decompress(chunk, "bslz4", "u2", image.size), image.ravel())
+    np.testing.assert_array_equal(decompress(packed, "bslz4", "u2", image.size), image.ravel())
 
 
 def test_bslz4_default_block_size_matches_bitshuffle():
