@@ -1,6 +1,7 @@
 """pvhpc: a streaming framework for high-rate detector data over EPICS PV Access.
 
-Users write processor classes against :class:`UserDataProcessor` and run them with
+Users write processor classes against :class:`UserDataProcessor` (or
+:class:`AdImageProcessor` for areaDetector frames) and run them with
 ``pvapy-hpc-consumer`` / ``pvapy-hpc-collector`` (or ``pvhpc consumer|collector``).
 :class:`Simulator` serves simulated detector frames from Python.
 """
@@ -8,7 +9,14 @@ Users write processor classes against :class:`UserDataProcessor` and run them wi
 from ._version import __version__
 from .errors import UsageError
 
-__all__ = ["UserDataProcessor", "UsageError", "Simulator", "SimulatorConfig", "__version__"]
+__all__ = [
+    "UserDataProcessor",
+    "AdImageProcessor",
+    "UsageError",
+    "Simulator",
+    "SimulatorConfig",
+    "__version__",
+]
 
 
 def __getattr__(name: str):
@@ -18,6 +26,10 @@ def __getattr__(name: str):
         from .processor import UserDataProcessor
 
         return UserDataProcessor
+    if name == "AdImageProcessor":
+        from .processors.ad_image import AdImageProcessor
+
+        return AdImageProcessor
     if name in ("Simulator", "SimulatorConfig"):
         from . import simulator
 

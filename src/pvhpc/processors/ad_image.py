@@ -33,6 +33,7 @@ subclass can call ``self.get_image(frame)``.
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -108,6 +109,25 @@ _COLOR_MODE_BY_NAME = {"mono": 0, "rgb1": 2, "rgb2": 3, "rgb3": 4}
 
 # Building the NTNDArray type costs ~90 us; copying an empty instance ~4 us.
 _TEMPLATE = pva.NtNdArray()
+# The same for NTNDArray types with extra fields, by the extra fields' structure.
+_EXTRA_TEMPLATES: dict[str, pva.NtNdArray] = {}
+_MAX_EXTRA_TEMPLATES = 64
+
+# "Now" for a frame's timeStamp never repeats and never goes back within a process:
+# a next stage's distributor tells updates apart by timeStamp, and two frames built
+# within the clock's resolution (or across a clock step back) would look like one.
+_stamp_lock = threading.Lock()
+_last_stamp_ns = 0
+
+
+def _fresh_ns() -> int:
+    global _last_stamp_ns
+    ns = time.time_ns()
+    with _stamp_lock:
+        if ns <= _last_stamp_ns:
+            ns = _last_stamp_ns + 1
+        _last_stamp_ns = ns
+    return ns
 
 
 def scalar_type_code(dtype: Any) -> int:
@@ -274,11 +294,12 @@ def get_image(frame: Any, *, native: bool = False, dtype: Any = None) -> np.ndar
 
 def make_timestamp(value: Any = None) -> pva.PvTimeStamp:
     """A ``PvTimeStamp`` from float seconds, ``(seconds, nanoseconds)``, a dict or a
-    ``PvTimeStamp``; ``None`` means now."""
+    ``PvTimeStamp``; ``None`` means now: strictly later than every earlier "now" of
+    this process (from any thread), so frames stamped now are always told apart."""
     if isinstance(value, pva.PvTimeStamp):
         return value
     if value is None:
-        ns = time.time_ns()
+        ns = _fresh_ns()
         return pva.PvTimeStamp(ns // 1_000_000_000, ns % 1_000_000_000, 0)
     if isinstance(value, Mapping):
         return pva.PvTimeStamp(
@@ -353,6 +374,7 @@ def make_frame(
     codec_level: int | None = None,
     descriptor: str | None = None,
     like: Any = None,
+    extra_fields: Any = None,
 ) -> pva.NtNdArray:
     """Build an NTNDArray frame from a numpy array.
 
@@ -370,6 +392,10 @@ def make_frame(
     ``codec`` (``lz4``/``bslz4``/``blosc``) compresses the pixels as areaDetector's
     NDCodec does (see :mod:`pvhpc.codecs`). ``like``: a frame whose attributes (all
     fields kept) and ``dataTimeStamp`` are carried over unless given here.
+    ``extra_fields``: a ``PvObject`` whose fields are added to the NTNDArray structure,
+    with their values (e.g. ``tileIndexX``/``tileIndexY`` of a tile; the stage's
+    output record must then be declared as ``pva.NtNdArray({...})`` with the same
+    fields). A field named like an NTNDArray field sets that field's value.
 
     Copies the pixels once (twice for a non-contiguous array or RGB2/RGB3). Pure,
     thread-safe. Raises ``TypeError`` for a dtype NTNDArray cannot hold,
@@ -377,6 +403,8 @@ def make_frame(
     """
     array = np.asarray(image)
     field = _value_field_for(array.dtype)
+    if not array.dtype.isnative:  # pvaccess takes native byte order only
+        array = array.astype(array.dtype.newbyteorder("="))
     mode = color_mode
     if isinstance(color_mode, str):
         mode = _COLOR_MODE_BY_NAME.get(color_mode.lower())
@@ -397,7 +425,7 @@ def make_frame(
     array = np.ascontiguousarray(array)  # pvaccess ignores strides: it copies raw memory
     dims = list(reversed(array.shape)) if array.ndim else [1]
 
-    frame = pva.NtNdArray(_TEMPLATE.copy())  # 25x cheaper than a new NtNdArray()
+    frame = _new_frame(extra_fields)
     nbytes = array.nbytes
     if codec:
         from .. import codecs
@@ -411,10 +439,7 @@ def make_frame(
         frame.setValue({field: flat})
         frame["compressedSize"] = nbytes
     frame["uncompressedSize"] = nbytes
-    frame["dimension"] = [
-        {"size": int(n), "offset": 0, "fullSize": int(n), "binning": 1, "reverse": False}
-        for n in dims
-    ]
+    frame["dimension"] = [_dimension(n) for n in dims]
     frame["uniqueId"] = int(unique_id)
     stamp = make_timestamp(time_stamp)
     frame.setTimeStamp(stamp)
@@ -426,7 +451,74 @@ def make_frame(
     frame["attribute"] = _attribute_dicts(attributes, mode)
     if descriptor is not None:
         frame["descriptor"] = descriptor
+    if extra_fields is not None:
+        frame.set(extra_fields.get())
     return frame
+
+
+def _new_frame(extra_fields: Any = None) -> pva.NtNdArray:
+    """An empty NtNdArray, with the fields of ``extra_fields`` added if given."""
+    if extra_fields is None:
+        return pva.NtNdArray(_TEMPLATE.copy())  # 25x cheaper than a new NtNdArray()
+    if not isinstance(extra_fields, pva.PvObject):
+        raise TypeError(
+            f"extra fields must be a pvaccess.PvObject, not {type(extra_fields).__name__}"
+        )
+    structure = extra_fields.getStructureDict()
+    key = repr(structure)
+    template = _EXTRA_TEMPLATES.get(key)
+    if template is None:
+        template = pva.NtNdArray(structure)
+        if len(_EXTRA_TEMPLATES) < _MAX_EXTRA_TEMPLATES:
+            _EXTRA_TEMPLATES[key] = template
+    return pva.NtNdArray(template.copy())
+
+
+def _precompressed_frame(
+    unique_id: int,
+    payload: Any,
+    nx: int,
+    ny: int,
+    dtype: Any,
+    codec: str,
+    extra_fields: Any,
+) -> pva.NtNdArray:
+    """A mono frame of ``nx`` x ``ny`` pixels of ``dtype`` whose data, ``payload``, is
+    already compressed with ``codec``."""
+    out_dtype = np.dtype(dtype)  # None -> float64, as numpy (and PvaPy) have it
+    _value_field_for(out_dtype)  # a type NTNDArray can hold
+    if isinstance(payload, (bytes, bytearray, memoryview)):
+        packed = np.frombuffer(payload, np.uint8)
+    else:
+        packed = np.ascontiguousarray(payload).reshape(-1).view(np.uint8)
+    frame = make_frame(packed, unique_id, color_mode=COLOR_MODE_MONO, extra_fields=extra_fields)
+    frame["dimension"] = [_dimension(nx), _dimension(ny)]
+    frame["codec"] = {"name": codec, "parameters": pva.PvInt(scalar_type_code(out_dtype))}
+    frame["compressedSize"] = int(packed.size)
+    frame["uncompressedSize"] = nx * ny * out_dtype.itemsize
+    if extra_fields is not None:
+        frame.set(extra_fields.get())
+    return frame
+
+
+def _dimension(size: int) -> dict:
+    return {"size": int(size), "offset": 0, "fullSize": int(size), "binning": 1, "reverse": False}
+
+
+def _image_2d(image: Any) -> np.ndarray:
+    array = np.asarray(image)
+    if array.ndim != 2:
+        raise ValueError(f"a 2D image (ny, nx) is needed, got shape {array.shape}")
+    if not array.dtype.isnative:
+        array = array.astype(array.dtype.newbyteorder("="))
+    return array
+
+
+def _invalid(frame_id: int, dims: list[int], mode: int) -> pva.InvalidArgument:
+    return pva.InvalidArgument(
+        f"frame {frame_id}: dimensions {dims} do not fit color mode {mode} "
+        "(mono [nx, ny], RGB1 [3, nx, ny], RGB2 [nx, 3, ny], RGB3 [nx, ny, 3])"
+    )
 
 
 class AdImageProcessor(UserDataProcessor):
@@ -436,6 +528,13 @@ class AdImageProcessor(UserDataProcessor):
     ``self.make_frame(image, unique_id, like=frame)``…) and counts the frames and
     bytes it passes through. Subclasses override ``process`` as usual; ``process``
     runs in the runtime's processing thread, one call at a time.
+
+    PvaPy's image helpers are here too, under their PvaPy names and as class methods
+    (``reshapeNtNdArray``, ``generateNtNdArray2D``, ``replaceNtNdArrayImage2D``,
+    ``getNtNdArrayDataFieldKey``), so a processor written against
+    ``pvapy.hpc.adImageProcessor.AdImageProcessor`` runs with only its import
+    changed. Like the other helpers they are pure (``replaceNtNdArrayImage2D``
+    changes only the frame it is given) and safe from any thread.
     """
 
     make_frame = staticmethod(make_frame)
@@ -449,6 +548,139 @@ class AdImageProcessor(UserDataProcessor):
     get_codec = staticmethod(get_codec)
     get_value_field = staticmethod(get_value_field)
     make_timestamp = staticmethod(make_timestamp)
+
+    # -- PvaPy's names (camelCase on purpose: users' processor files call them) ------
+
+    @classmethod
+    def reshapeNtNdArray(cls, ntNdArray: Any) -> tuple:
+        """``(frameId, image, nx, ny, nz, colorMode, fieldKey)`` of a frame.
+
+        ``image`` is :func:`get_image`'s: ``(ny, nx)`` for mono, ``(ny, nx, 3)`` for
+        the three RGB modes (a read-only view when uncompressed; decompressed when
+        ``codec.name`` is set). ``nz`` is ``None`` for mono and 3 for color;
+        ``colorMode`` is 0 for every 2D frame; ``fieldKey`` is the ``value`` union
+        field as it travels (``'ubyteValue'`` for compressed data). A frame without
+        data gives ``(frameId, None, None, None, None, None, None)``. Raises
+        ``pvaccess.InvalidArgument`` if the dimensions are neither 2 nor 3 of a
+        color layout matching the ``ColorMode`` attribute, ``ValueError`` if they
+        do not match the number of elements.
+        """
+        frame_id = get_frame_id(ntNdArray)
+        field_key = get_value_field(ntNdArray)
+        if not field_key:
+            return (frame_id, None, None, None, None, None, None)
+        dims = get_dims(ntNdArray)
+        nz = None
+        if len(dims) == 2:
+            mode = COLOR_MODE_MONO
+            nx, ny = dims
+        elif len(dims) == 3:
+            mode = get_color_mode(ntNdArray)
+            if mode == COLOR_MODE_RGB1 and dims[0] == 3:
+                nz, nx, ny = dims
+            elif mode == COLOR_MODE_RGB2 and dims[1] == 3:
+                nx, nz, ny = dims
+            elif mode == COLOR_MODE_RGB3 and dims[2] == 3:
+                nx, ny, nz = dims
+            else:
+                raise _invalid(frame_id, dims, mode)
+        else:
+            raise _invalid(frame_id, dims, get_color_mode(ntNdArray))
+        return (frame_id, get_image(ntNdArray), nx, ny, nz, mode, field_key)
+
+    @classmethod
+    def getNtNdArrayDataFieldKey(cls, image: Any) -> str | None:
+        """The ``value`` union field for the array's dtype (``'ushortValue'``…), or
+        ``None`` for a dtype NTNDArray cannot hold (``float16``, complex…)."""
+        try:
+            return _value_field_for(np.asarray(image).dtype)
+        except TypeError:
+            return None
+
+    @classmethod
+    def generateNtNdArray2D(
+        cls,
+        imageId: int,
+        image: Any,
+        nx: int | None = None,
+        ny: int | None = None,
+        dtype: Any = None,
+        compressorName: str | None = None,
+        extraFieldsPvObject: Any = None,
+    ) -> pva.NtNdArray:
+        """A new mono NTNDArray frame with ``uniqueId`` ``imageId``.
+
+        ``image`` is a 2D array ``(ny, nx)``; ``nx``, ``ny`` and ``dtype`` are
+        ignored then (the array says them). With ``compressorName`` and ``nx``/``ny``
+        given, as in PvaPy, ``image`` holds data already compressed with that codec
+        (bytes or a numpy array, taken as raw bytes) and ``dtype`` is the type of the
+        uncompressed pixels (``None`` means float64, numpy's default, as in PvaPy);
+        with ``compressorName`` but without ``nx``/``ny``, the 2D ``image`` is
+        compressed here (``lz4``, ``bslz4``, ``blosc``). ``extraFieldsPvObject``:
+        fields added to the structure, with their values (see :func:`make_frame`).
+        The frame carries a fresh ``timeStamp`` (``dataTimeStamp`` the same) and a
+        ``ColorMode`` attribute of 0. Raises ``ValueError`` for an image not 2D.
+        """
+        if compressorName and nx is not None and ny is not None:
+            return _precompressed_frame(
+                imageId, image, int(nx), int(ny), dtype, compressorName, extraFieldsPvObject
+            )
+        array = _image_2d(image)
+        if compressorName and dtype is not None and np.dtype(dtype) != array.dtype:
+            raise ValueError(
+                f"dtype {np.dtype(dtype)} given for a {array.dtype} image to compress; "
+                "give nx and ny as well if the image is already compressed"
+            )
+        return make_frame(
+            array,
+            imageId,
+            color_mode=COLOR_MODE_MONO,
+            codec=compressorName or None,
+            extra_fields=extraFieldsPvObject,
+        )
+
+    @classmethod
+    def replaceNtNdArrayImage2D(
+        cls,
+        ntNdArray: Any,
+        imageId: int,
+        image: Any,
+        extraFieldsPvObject: Any = None,
+    ) -> Any:
+        """Put a 2D image ``(ny, nx)`` into an existing frame, in place; return the frame.
+
+        Sets ``value`` (the field follows the new image's dtype), ``dimension``,
+        ``uniqueId``, the sizes and a fresh ``timeStamp``; the data is stored
+        uncompressed (``codec.name`` cleared) and a ``ColorMode`` other than mono is
+        set to mono. Attributes, ``descriptor`` and ``dataTimeStamp`` (when the
+        detector took the data) are kept. ``extraFieldsPvObject`` sets the values of
+        fields the frame already has (``pvaccess.FieldNotFound`` otherwise). Copies
+        the pixels once. Raises ``ValueError`` for an image not 2D.
+        """
+        array = np.ascontiguousarray(_image_2d(image))
+        field = _value_field_for(array.dtype)
+        ny, nx = array.shape
+        ntNdArray["value"] = {field: array.reshape(-1)}
+        ntNdArray["dimension"] = [_dimension(nx), _dimension(ny)]
+        ntNdArray["uniqueId"] = int(imageId)
+        ntNdArray["compressedSize"] = ntNdArray["uncompressedSize"] = int(array.nbytes)
+        if get_codec(ntNdArray):
+            ntNdArray["codec.name"] = ""
+        stamp = make_timestamp()
+        ntNdArray["timeStamp"] = {
+            "secondsPastEpoch": stamp.getSecondsPastEpoch(),
+            "nanoseconds": stamp.getNanoseconds(),
+            "userTag": 0,
+        }
+        if get_color_mode(ntNdArray) != COLOR_MODE_MONO:
+            attributes = ntNdArray["attribute"]
+            for attr in attributes:
+                if attr.get("name") == "ColorMode":
+                    attr["value"] = pva.PvInt(COLOR_MODE_MONO)
+            ntNdArray["attribute"] = attributes
+        if extraFieldsPvObject is not None:
+            ntNdArray.set(extraFieldsPvObject.get())
+        return ntNdArray
 
     def __init__(self, configDict: dict | None = None) -> None:
         super().__init__(configDict)
