@@ -29,7 +29,7 @@ import pvhpc
 from harness import Recorder, final_reports, pv_get, wait_for
 from pvhpc import AdImageProcessor, codecs
 from pvhpc.channels import conform, pva_structure
-from pvhpc.processor import load_processor_class
+from pvhpc.loading import load_processor_class
 from pvhpc.processors.ad_image import (
     get_attributes,
     get_codec,
@@ -41,7 +41,7 @@ from pvhpc.processors.ad_image import (
     get_value_field,
     make_frame,
 )
-from pvhpc.report import format_report, print_report
+from pvhpc.runtime.report import format_report, print_report
 from pvhpc.testing import ProcessorHarness
 
 # The dtypes PvaPy's helpers handle (NTNDArray's booleanValue is ours only).
