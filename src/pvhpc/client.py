@@ -145,7 +145,7 @@ def _attribute_value(attr: dict) -> Any:
 
 def _pixels(pv: Any) -> tuple[str, str]:
     """(type text, statistics text) of a frame's pixels, decompressing if needed."""
-    from .processors.ad_image import get_image
+    from .ntnda import get_image
 
     try:
         image = get_image(pv)

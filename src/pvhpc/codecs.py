@@ -4,7 +4,7 @@ An NTNDArray frame compressed by areaDetector's NDCodec plugin carries the codec
 ``codec.name`` (``lz4``, ``bslz4``, ``blosc``), the compressed bytes in
 ``value.ubyteValue``, the byte counts in ``compressedSize``/``uncompressedSize``, and
 the type of the uncompressed data in ``codec.parameters`` (see
-:mod:`pvhpc.processors.ad_image`). This module only turns arrays into compressed
+:mod:`pvhpc.ntnda`). This module only turns arrays into compressed
 bytes and back; the NTNDArray fields are set and read by ``ad_image``.
 
 Byte formats, as NDCodec writes them:

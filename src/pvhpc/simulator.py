@@ -50,7 +50,7 @@ import numpy as np
 import pvaccess as pva
 
 from .errors import UsageError
-from .processors.ad_image import make_frame
+from .ntnda import make_frame
 
 __all__ = [
     "COLOR_MODES",
@@ -393,7 +393,7 @@ def load_frames(
 def build_frame(data: np.ndarray, color_mode: int = 0, codec: str | None = None) -> pva.NtNdArray:
     """One NTNDArray (``uniqueId`` 0) for a frame shaped as :func:`frame_shape` gives.
 
-    Built by :func:`pvhpc.processors.ad_image.make_frame`, so that what the
+    Built by :func:`pvhpc.ntnda.make_frame`, so that what the
     simulator serves is exactly what the image helpers of consumers decode:
     ``value`` in the union field of the pixel type (or, with ``codec``, the
     compressed bytes in ``ubyteValue`` and the pixel type in ``codec.parameters``),

@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 import pvaccess as pva
 
+from .ntnda import get_frame_id, get_image, make_frame
 from .processor import adapt_processor
-from .processors.ad_image import get_frame_id, get_image, make_frame
 
 __all__ = ["FakePublisher", "ProcessorHarness", "make_frame", "make_frames"]
 
