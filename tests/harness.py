@@ -220,7 +220,10 @@ def recorded(path_template: str, processor_id: int) -> dict:
 
 
 def accounted(report: dict) -> int:
-    """Frames one stage's report accounts for, by the one loss formula (SPEC §5)."""
+    """Frames one stage's report (a JSON report, or its status channel's value)
+    accounts for, by the one loss formula (SPEC §5)."""
+    if not isinstance(report, dict):
+        report = report.toDict()
     return loss_formula(stage_counts(report))
 
 

@@ -74,6 +74,22 @@ def conform(value: dict, structure: dict) -> dict:
     return out
 
 
+_NTNDARRAY_FIELDS = frozenset(pva.NtNdArray().keys())
+
+
+def blank_of(pv: Any) -> Any:
+    """An object of ``pv``'s structure (type ids included) holding default values: no
+    pixels, id 0. An output record starts with one, so that a reader connecting before
+    the first frame sees no frame."""
+    structure = pv.getStructureDict()
+    if _NTNDARRAY_FIELDS <= structure.keys():
+        extras = {k: v for k, v in structure.items() if k not in _NTNDARRAY_FIELDS}
+        blank = pva.NtNdArray(extras) if extras else pva.NtNdArray()
+        if blank.getIntrospectionDict() == pv.getIntrospectionDict():
+            return blank
+    return pva.PvObject(structure)
+
+
 class DataPublisher:
     """Publishes processed objects on the output channel; the processor's ``dataPublisher``.
 
@@ -150,7 +166,7 @@ class DataPublisher:
                 ", ".join(sorted(set(type_object.keys()) - set(self._fields))) or "differ",
             )
             self.server.remove_record(self.channel)  # type: ignore[union-attr]
-            self.create(type_object)
+            self.create(blank_of(type_object))
 
     def _publish_other_structure(self, pvObject: Any, exc: Exception) -> None:
         """An object whose structure is not the record's: convert it, or replace the record."""

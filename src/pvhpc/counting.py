@@ -14,7 +14,9 @@ is counted as missed for it.
 
 from __future__ import annotations
 
-__all__ = ["expected_offset", "IdTracker"]
+import threading
+
+__all__ = ["expected_offset", "IdTracker", "IdRuns", "run_ids", "ids_in_pattern"]
 
 
 def expected_offset(oid_offset: int, n_consumers: int, updates: int | None, n_sets: int = 1) -> int:
@@ -139,6 +141,15 @@ class IdTracker:
             self.candidates = survivors
         self.n_missed = self.committed + min(self.candidates.values(), default=0)
 
+    def pattern(self) -> dict:
+        """Where this tracker's ids lie: ``offset``, ``run`` and, once known, the start
+        of a run (``runStart``); ``last`` id seen. Another process can then tell which
+        ids of the stream were this receiver's (:func:`ids_in_pattern`)."""
+        start = self.run_start
+        if start is None and self.last is not None and self._plain:
+            start = self.last
+        return {"offset": self.offset, "run": self.run, "runStart": start, "last": self.last}
+
     def pending(self, oid: int) -> int:
         """How many of our ids lie after the last one received, up to ``oid``.
 
@@ -171,3 +182,69 @@ class IdTracker:
             return 0
         d = x - start
         return (d // self.period) * self.run + min(d % self.period, self.run - 1) + 1
+
+
+class IdRuns:
+    """Object ids as arithmetic runs ``[start, step, count]``: 1,3,5,7 is one run.
+
+    :meth:`add` is called by one thread (the processing thread) once per object;
+    :meth:`take` by another (the main thread) to report what was added since the
+    last call, as closed runs and the run still open (which may grow, and is
+    reported again next time). A consumer of a distributor set adds one run per
+    ``--distributor-updates`` batch at most, so reports stay small.
+    """
+
+    __slots__ = ("runs", "_last", "n", "_lock")
+
+    def __init__(self) -> None:
+        self.runs: list[list[int]] = []
+        self._last: list[int] | None = None
+        self.n = 0
+        # Taken to start a run (once per batch of ids) and by take(); growing the
+        # open run is a plain write that take() may see a moment late.
+        self._lock = threading.Lock()
+
+    def add(self, oid: int) -> None:
+        """Add one id (in arrival order)."""
+        self.n += 1
+        r = self._last
+        if r is not None:
+            start, step, count = r
+            if count == 1 and oid > start:
+                r[1] = oid - start
+                r[2] = 2
+                return
+            if oid == start + step * count:
+                r[2] = count + 1
+                return
+        r = [oid, 1, 1]
+        with self._lock:
+            self._last = r
+            self.runs.append(r)
+
+    def take(self) -> tuple[list[list[int]], list[int] | None]:
+        """The runs closed since the last call (forgotten here), and the open run."""
+        with self._lock:
+            runs = self.runs
+            closed = [list(r) for r in runs[:-1]]
+            del runs[:-1]
+            last = self._last
+            return closed, (list(last) if last is not None else None)
+
+
+def ids_in_pattern(pattern: dict, first: int, last: int) -> list[int]:
+    """The ids in ``[first, last]`` that fall where ``pattern`` (IdTracker.pattern)
+    says its receiver's ids lie; every id when the phase is unknown."""
+    offset, run, start = pattern["offset"], pattern["run"], pattern.get("runStart")
+    if first > last:
+        return []
+    if start is None:
+        return list(range(first, last + 1))
+    period = offset + run - 1
+    return [x for x in range(first, last + 1) if (x - start) % period < run]
+
+
+def run_ids(runs: list[list[int]]):
+    """Every id of ``[start, step, count]`` runs, in order (for small reports and tests)."""
+    for start, step, count in runs:
+        yield from range(start, start + step * count, step) if step else [start] * count

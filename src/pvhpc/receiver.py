@@ -106,7 +106,7 @@ def _field_type(intro: dict, field: str):
 class Receiver:
     """Monitor one channel and deliver counted objects.
 
-    ``deliver(pv)`` runs in the monitor thread and must not block for long. The
+    ``deliver(pv, oid)`` runs in the monitor thread and must not block for long. The
     counters are plain ints written only by that thread and read by reporters.
     """
 
@@ -114,7 +114,7 @@ class Receiver:
         self,
         channel: str,
         request: str,
-        deliver: Callable[[Any], None],
+        deliver: Callable[[Any, int], None],
         tracker: IdTracker,
         oid_field: str = "uniqueId",
         skip_initial: int = 1,
@@ -464,7 +464,7 @@ class Receiver:
             self._log_bad_object(exc)
             return
         self.tracker.update(oid)
-        self.deliver(pv)
+        self.deliver(pv, oid)
 
     def _log_bad_object(self, exc: Exception) -> None:
         now = time.monotonic()

@@ -31,13 +31,20 @@ class SortingCache:
     """
 
     def __init__(
-        self, size: int, release: Callable[[Any, int], None], step: int = 1, n_producers: int = 1
+        self,
+        size: int,
+        release: Callable[[Any, int], None],
+        step: int = 1,
+        n_producers: int = 1,
+        on_reject: Callable[[int], None] | None = None,
     ):
         self.size = max(1, int(size))
         self.step = max(1, int(step))
         self._producer_last: list = [None] * max(1, n_producers)
         self._watermark = None
         self._release = release
+        #: Called with the id of every rejected object (with the lock held).
+        self.on_reject = on_reject
         self._heap: list = []
         self._seq = itertools.count()
         self._lock = threading.Lock()
@@ -73,6 +80,8 @@ class SortingCache:
             last = self.last_released
             if last is not None and oid < last:
                 self.n_rejected += 1
+                if self.on_reject is not None:
+                    self.on_reject(oid)
                 return False
             held = self._held.get(oid)
             if held is not None or oid == last:
@@ -80,6 +89,8 @@ class SortingCache:
                 if any(same_object(pv, other) for other in earlier):
                     self.n_rejected += 1
                     self.n_duplicates += 1
+                    if self.on_reject is not None:
+                        self.on_reject(oid)
                     return False
             if held is None:
                 self._held[oid] = [pv]

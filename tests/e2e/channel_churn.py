@@ -42,7 +42,7 @@ def receive(prefix: str, n: int, seconds: float) -> None:
     receiver.PROBE_FIRST = receiver.PROBE_MAX = 0.01
     receivers = [
         receiver.Receiver(
-            f"{prefix}:{i}", "field(value)", lambda pv: None, IdTracker(1), oid_field="value"
+            f"{prefix}:{i}", "field(value)", lambda pv, oid: None, IdTracker(1), oid_field="value"
         )
         for i in range(n)
     ]

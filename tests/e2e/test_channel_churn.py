@@ -86,7 +86,9 @@ def test_a_receiver_waiting_for_an_absent_source_stops_making_channels(monkeypat
     caplog.set_level(logging.INFO, logger="pvhpc")
     monkeypatch.setattr(receiver, "PROBE_FIRST", 0.0)
     monkeypatch.setattr(receiver, "MAX_CHANNELS", 3)
-    r = receiver.Receiver(f"{unique_prefix()}:absent", "field()", lambda pv: None, IdTracker(1))
+    r = receiver.Receiver(
+        f"{unique_prefix()}:absent", "field()", lambda pv, oid: None, IdTracker(1)
+    )
     r.start()
     try:
         for _ in range(10):

@@ -12,7 +12,7 @@ from ..loading import load_processor_class
 from ..log import configure_logging
 from ..options.collector import PROG, build_parser, collector_config
 from ..runtime.collector import Collector
-from ..runtime.launcher import run_single
+from ..runtime.launcher import run_group, run_single
 from .common import entry_point, run_main
 
 __all__ = ["main"]
@@ -29,6 +29,8 @@ def _body(argv: Sequence[str] | None) -> int:
         input_channels=channels,
         cache_size=args.collector_cache_size,
     )
+    if config.restart_failed:  # a supervising parent starts it again if it dies
+        return run_group([config], factory, args.log_level, args.log_file)
     return run_single(config, factory)
 
 

@@ -22,7 +22,7 @@ def _body(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     configs = consumer_configs(args)
     configure_logging(args.log_level, args.log_file)
-    if len(configs) == 1:
+    if len(configs) == 1 and not configs[0].restart_failed:
         return run_single(configs[0], Consumer)
     # Build the processor once here, so a mistake in its class or arguments is one
     # line before any consumer process starts.

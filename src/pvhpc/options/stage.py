@@ -135,6 +135,12 @@ def stage_parser(kind: str, prog: str, description: str) -> argparse.ArgumentPar
     )
     a("-ll", "--log-level", help="debug, info, warning, error [no log output]")
     a("-lf", "--log-file", help="log to this file instead of stderr")
+    a(
+        "--restart-failed",
+        action="store_true",
+        help=f"start a {kind} that dies again, with the same id and options, after a "
+        "back-off (1 s, doubling up to 30 s); its frames are accounted for by the set",
+    )
     a("-dc", "--disable-curses", action="store_true", help="accepted for compatibility")
     return p
 
@@ -220,4 +226,5 @@ def stage_config(
         report_period=args.report_period,
         report_stats=tuple(s.strip() for s in args.report_stats.split(",") if s.strip()),
         report_format=args.report_format,
+        restart_failed=args.restart_failed,
     )

@@ -44,7 +44,11 @@ class Collector(Stage):
         step = config.oid_offset if config.oid_offset > 0 else 1
         self.tracker = IdTracker(step)
         self.cache = SortingCache(
-            self._cache_size(cache_size), self._on_release, step, len(producer_ids)
+            self._cache_size(cache_size),
+            self._on_release,
+            step,
+            len(producer_ids),
+            on_reject=self._on_cache_reject,
         )
         self.request = config.monitor_request()
         self.receivers = []
@@ -71,10 +75,10 @@ class Collector(Stage):
     def _make_deliver(self, tracker: IdTracker, index: int):
         add = self.cache.add
 
-        def deliver(pv: Any) -> None:
-            # The receiver has just passed this object's id to ``tracker``. The cache
-            # keeps a copy: pvaccess reuses the callback's object for the next update.
-            add(pv.copy(), tracker.last, index)
+        def deliver(pv: Any, oid: int) -> None:
+            # The cache keeps a copy: pvaccess reuses the callback's object for the
+            # next update.
+            add(pv.copy(), oid, index)
 
         return deliver
 
@@ -84,7 +88,12 @@ class Collector(Stage):
             self._last_tracked = oid
             self.tracker.update(oid)
         queue: ReceiverQueue = self.queue  # type: ignore[assignment]
-        queue.put(pv)
+        if not queue.put((oid, pv)) and self.id_runs is not None:
+            self.id_runs["rejected"].add(oid)
+
+    def _on_cache_reject(self, oid: int) -> None:
+        if self.id_runs is not None:
+            self.id_runs["rejected"].add(oid)
 
     IDLE_RELEASE = 1.0
 
@@ -137,6 +146,7 @@ class Collector(Stage):
                 "nOverruns": r.n_overruns,
                 "nErrors": r.n_errors,
                 "nSkipped": r.n_skipped,
+                "nConnects": r.n_connects,
                 "connected": r.connected,
                 "lastObjectId": r.tracker.last if r.tracker.last is not None else -1,
             }
@@ -173,6 +183,8 @@ class Collector(Stage):
             "publisherStats": self.publisher_stats(base or 0.0),
             "metadataStats": self.metadata_stats(),
             "userStats": self.user_stats(),
+            "restartStats": self.restart_stats(),
+            "pid": self.pid,
         }
 
     def reset_stats(self) -> None:

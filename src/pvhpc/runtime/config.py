@@ -43,6 +43,11 @@ class StageConfig:
     report_period: float = 0.0
     report_stats: tuple = ("all",)
     report_format: str = "text"
+    #: Start the stage again with the same id and options if it dies (the parent does).
+    restart_failed: bool = False
+    #: Times this stage was started again, and the back-off before this start (s).
+    restart_count: int = 0
+    restart_backoff: float = 0.0
 
     @property
     def distributor(self) -> str | None:

@@ -33,14 +33,17 @@ class Consumer(Stage):
             config.n_distributor_sets,
         )
         self.tracker = IdTracker(offset, self._run_length())
+        #: The source's id when the consumer stopped (read then), or None.
+        self.source_last_id: int | None = None
         self.request = config.monitor_request()
         if self.queue is not None:
             put = self.queue.put
 
-            def deliver(pv: Any) -> None:
+            def deliver(pv: Any, oid: int) -> None:
                 # pvaccess reuses the callback's object for the next update: a queued
                 # object must be a copy (structure only; the pixel buffer is shared).
-                put(pv.copy())
+                if not put((oid, pv.copy())) and self.id_runs is not None:
+                    self.id_runs["rejected"].add(oid)
         else:
             deliver = self.process_one
         self.receiver = Receiver(
@@ -54,6 +57,9 @@ class Consumer(Stage):
             distributor=config.distributor,
             on_fatal=self.fail,
         )
+
+    def id_pattern(self) -> dict | None:
+        return self.tracker.pattern()
 
     def _run_length(self) -> int:
         cfg = self.config
@@ -98,6 +104,7 @@ class Consumer(Stage):
         ``grace`` seconds to arrive, stop, and count those that did not as missed.
         """
         target = self.receiver.source_id() if self.tracker.last is not None else None
+        self.source_last_id = target
         if target is not None:
             deadline = time.monotonic() + grace
             while self.tracker.pending(target) and time.monotonic() < deadline:
@@ -118,6 +125,7 @@ class Consumer(Stage):
         r = self.receiver
         t = self.tracker
         proc = self.processing_stats(t.n_missed, t.first, t.last)
+        proc["sourceLastId"] = self.source_last_id if self.source_last_id is not None else -1
         base = proc["receivingTime"] or None
         n_rejected = self.queue.n_rejected if self.queue is not None else 0
         return {
@@ -141,6 +149,8 @@ class Consumer(Stage):
             "publisherStats": self.publisher_stats(base or 0.0),
             "metadataStats": self.metadata_stats(),
             "userStats": self.user_stats(),
+            "restartStats": self.restart_stats(),
+            "pid": self.pid,
         }
 
     def reset_stats(self) -> None:

@@ -1,22 +1,21 @@
 """Running one stage in this process, or several as supervised child processes.
 
 With ``-nc > 1`` (or ``-cid``) each consumer runs in its own process (spawned, so
-each has its own pvaccess context and PVA server). The parent forwards stop
-requests, prints one combined report per period from the children's snapshots,
-reports a child that dies, and exits non-zero if any child failed.
+each has its own pvaccess context and PVA server), supervised by the parent
+(:class:`~pvhpc.runtime.supervisor.Supervisor`): it forwards stop requests, prints
+one combined report per period, reports a child that dies (and starts it again with
+``--restart-failed``), accounts for the frames a dead child took with it, and exits
+non-zero if any child failed.
 """
 
 from __future__ import annotations
 
 import atexit
 import logging
-import multiprocessing as mp
-import multiprocessing.connection as mp_connection
 import os
 import signal
 import sys
 import threading
-import time
 from collections.abc import Callable
 from typing import NoReturn
 
@@ -26,6 +25,7 @@ from ..log import configure_logging
 from .config import StageConfig
 from .report import print_report
 from .stage import Stage
+from .supervisor import Supervisor, worth_showing
 
 __all__ = ["run_single", "run_group", "exit_process"]
 
@@ -73,7 +73,7 @@ def run_single(config: StageConfig, factory: StageFactory, print_reports: bool =
     if print_reports:
 
         def sink(snapshot: dict) -> None:
-            if snapshot.get("final") and not _worth_showing([snapshot], stage.fatal_error, config):
+            if snapshot.get("final") and not worth_showing([snapshot], stage.fatal_error, config):
                 return
             if snapshot.get("final") or config.report_period > 0:
                 print_report(
@@ -97,14 +97,6 @@ def run_single(config: StageConfig, factory: StageFactory, print_reports: bool =
     if stage.fatal_error:
         sys.stderr.write(f"{_prog(config)}: error: {stage.fatal_error}\n")
     return status
-
-
-def _worth_showing(snapshots: list[dict], fatal: object, config: StageConfig) -> bool:
-    """A final table of zeros adds nothing to the one error line of a stage that
-    could not work at all; JSON reports are always given (programs read them)."""
-    if not fatal or config.report_format == "json":
-        return True
-    return any(s.get("receiverStats", {}).get("nReceived") for s in snapshots)
 
 
 def _prog(config: StageConfig) -> str:
@@ -152,6 +144,7 @@ def _child_main(
             pass
 
     stage.report_sink = send_report
+    stage.track_progress(send_report)
     # The parent prints it, once for all children that say the same.
     stage.fatal_sink = lambda message: send_report(
         {f"{config.kind}Id": config.stage_id, "fatal": message}
@@ -179,121 +172,10 @@ def _child_main(
 def run_group(
     configs: list[StageConfig], factory: StageFactory, log_level: str | None, log_file: str | None
 ) -> int:
-    """Run each config in its own child process; supervise; return the exit status."""
+    """Run each config in its own child process, supervised (see
+    :class:`~pvhpc.runtime.supervisor.Supervisor`); return the exit status."""
     # Check the processor in the parent, so a mistake is one line before any spawn.
     load_processor_class(configs[0].processor_file, configs[0].processor_class)
-    ctx = mp.get_context("spawn")
-    kind = configs[0].kind
-    id_name = f"{kind}Id"
-    children = {}
-    stop_conns = {}
-    readers: dict = {}  # report pipe (read end) -> stage id, while the child may write
-    for cfg in configs:
-        stop_r, stop_w = ctx.Pipe(duplex=False)
-        report_r, report_w = ctx.Pipe(duplex=False)
-        p = ctx.Process(
-            target=_child_main,
-            name=f"{kind}-{cfg.stage_id}",
-            args=(cfg, factory, stop_r, report_w, log_level, log_file),
-        )
-        p.start()
-        # The child has its own copies: closing ours lets EOF tell us it is gone.
-        stop_r.close()
-        report_w.close()
-        children[cfg.stage_id] = p
-        stop_conns[cfg.stage_id] = stop_w
-        readers[report_r] = cfg.stage_id
-    stopping = {"reason": ""}
-
-    def stop(reason: str) -> None:
-        if not stopping["reason"]:
-            stopping["reason"] = reason
-            logger.info("stopping all %ss: %s", kind, reason)
-        for conn in stop_conns.values():
-            try:
-                conn.send("stop")
-            except (OSError, ValueError):  # that child is gone already
-                pass
-
-    _install_stop_handlers(stop)
-    cfg0 = configs[0]
-    latest: dict[int, dict] = {}
-    finals: dict[int, dict] = {}
-    failed: dict[int, str] = {}
-    fatal: dict[str, list[int]] = {}  # one line -> the children that said it
-    period = cfg0.report_period if cfg0.report_period > 0 else None
-    next_report = time.monotonic() + period if period else None
-    deadline = time.monotonic() + cfg0.runtime + 30 if cfg0.runtime > 0 else None
-
-    def collect(timeout: float) -> None:
-        if not readers:
-            time.sleep(timeout)
-            return
-        for conn in mp_connection.wait(list(readers), timeout):
-            try:
-                snap = conn.recv()
-            except (EOFError, OSError):  # the child exited (or died)
-                readers.pop(conn, None)
-                conn.close()
-                continue
-            sid = snap.get(id_name)
-            if "fatal" in snap:
-                fatal.setdefault(snap["fatal"], []).append(sid)
-                continue
-            latest[sid] = snap
-            if snap.get("final"):
-                finals[sid] = snap
-
-    while True:
-        collect(0.2)
-        for sid, p in children.items():
-            if p.exitcode is not None and p.exitcode != 0 and sid not in failed:
-                if any(sid in ids for ids in fatal.values()):
-                    failed[sid] = "stopped: see the error below"
-                    continue
-                how = (
-                    f"killed by signal {-p.exitcode}"
-                    if p.exitcode < 0
-                    else f"exit status {p.exitcode}"
-                )
-                failed[sid] = how
-                logging.getLogger("pvhpc").error(
-                    "%s %s ended unexpectedly (%s); the others go on", kind, sid, how
-                )
-        alive = [p for p in children.values() if p.exitcode is None]
-        if not alive:
-            break
-        now = time.monotonic()
-        if next_report is not None and now >= next_report and latest:
-            next_report += period
-            print_report(
-                [latest[k] for k in sorted(latest)],
-                kind,
-                cfg0.report_format,
-                sections=cfg0.report_stats,
-            )
-        if deadline is not None and now > deadline:
-            stop("runtime exceeded; stopping children that did not stop by themselves")
-            deadline = None
-    # Children have exited: collect every snapshot still in the pipes (until EOF).
-    end = time.monotonic() + 5
-    while readers and time.monotonic() < end:
-        collect(0.2)
-    for p in children.values():
-        p.join()
-    shown = [finals.get(k) or latest[k] for k in sorted(latest)]
-    if shown and _worth_showing(shown, bool(fatal), cfg0):
-        print_report(shown, kind, cfg0.report_format, final=True, sections=cfg0.report_stats)
-    for message in fatal:
-        sys.stderr.write(f"{_prog(cfg0)}: error: {message}\n")
-    if fatal and all(sid in (i for ids in fatal.values() for i in ids) for sid in children):
-        return 2
-    if failed:
-        print(
-            f"{len(failed)} of {len(children)} {kind}s failed: "
-            + ", ".join(f"{kind} {k} ({v})" for k, v in sorted(failed.items()))
-        )
-        # Every child refusing its configuration is a user mistake: status 2, as for one.
-        usage = len(failed) == len(children) and all(children[k].exitcode == 2 for k in failed)
-        return 2 if usage else 1
-    return 0
+    supervisor = Supervisor(configs, factory, _child_main, log_level, log_file, _prog(configs[0]))
+    _install_stop_handlers(supervisor.stop)
+    return supervisor.run()

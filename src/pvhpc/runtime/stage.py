@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -18,7 +19,8 @@ from typing import Any
 
 import pvaccess as pva
 
-from ..channels import DataPublisher, StageServer, pva_type_for
+from ..channels import DataPublisher, StageServer, blank_of, pva_type_for
+from ..counting import IdRuns
 from ..errors import ProcessorError
 from ..receiver_queue import ReceiverQueue
 from .config import StageConfig
@@ -74,10 +76,18 @@ class Stage(ControlCommands):
         self.end_time = 0.0
         self.report_sink: Callable[[dict], None] | None = None
         self.exit_status = 0
+        #: This stage's process (in the status: which process to look at).
+        self.pid = os.getpid()
         #: One line saying why the stage cannot work as asked (exit status 2).
         self.fatal_error: str | None = None
         #: Told that line, instead of it being printed (a child process's parent).
         self.fatal_sink: Callable[[str], None] | None = None
+        #: Under a supervising parent: told every PROGRESS_PERIOD seconds what this
+        #: stage has done (see :meth:`progress`), so that the parent can account for
+        #: the frames of a stage that dies. None: not tracked (no per-frame cost).
+        self.progress_sink: Callable[[dict], None] | None = None
+        #: Ids processed, failed and rejected (IdRuns), while progress is reported.
+        self.id_runs: dict[str, IdRuns] | None = None
 
     # -- processing (hot path) ------------------------------------------------
 
@@ -92,12 +102,14 @@ class Stage(ControlCommands):
         self._latency_every = self._latency_countdown = 1
         self._latency_rate_n, self._latency_rate_t = 0, time.monotonic()
 
-    def process_one(self, pv: Any) -> None:
-        """Run the processor on one object and count the outcome (processing thread)."""
+    def process_one(self, pv: Any, oid: int) -> None:
+        """Run the processor on object ``oid`` and count the outcome (processing thread)."""
         try:
             self.processor.process(pv)
         except Exception as exc:  # noqa: BLE001 - user code; counted, the stream goes on
             self.n_process_errors += 1
+            if self.id_runs is not None:
+                self.id_runs["errors"].add(oid)
             now = time.monotonic()
             if now - self._last_error_log > 5:
                 self._last_error_log = now
@@ -114,6 +126,9 @@ class Stage(ControlCommands):
         if not self.n_processed:
             self.first_object_time = now
         self.n_processed += 1
+        runs = self.id_runs
+        if runs is not None:
+            runs["processed"].add(oid)
         self.last_object_time = now
         countdown = self._latency_countdown - 1
         if countdown > 0:
@@ -137,11 +152,11 @@ class Stage(ControlCommands):
         assert queue is not None
         process = self.process_one
         while not self.stop_event.is_set():
-            for pv in queue.get_batch(0.2):
-                process(pv)
+            for oid, pv in queue.get_batch(0.2):
+                process(pv, oid)
         # Stop: everything already received is processed before the processor stops.
-        for pv in queue.get_batch(0, drain=True):
-            process(pv)
+        for oid, pv in queue.get_batch(0, drain=True):
+            process(pv, oid)
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -175,7 +190,9 @@ class Stage(ControlCommands):
             sample = sample_input()
             if sample is not None:
                 typed = self._call_processor("getOutputPvObjectType", sample)
-                out_type, guessed = (typed if typed is not None else sample), False
+                # The input's type, not its current frame: the record starts empty.
+                out_type = blank_of(sample) if typed is None or typed is sample else typed
+                guessed = False
         if out_type is not None:
             self.publisher.create(out_type, guessed=guessed)
 
@@ -256,6 +273,7 @@ class Stage(ControlCommands):
         deadline = time.monotonic() + cfg.runtime if cfg.runtime > 0 else None
         period = cfg.report_period if cfg.report_period > 0 else None
         next_report = time.monotonic() + period if period else None
+        next_progress = time.monotonic()
         while not self.stop_event.is_set():
             now = time.monotonic()
             waits = [t - now for t in (deadline, next_report) if t is not None]
@@ -268,8 +286,34 @@ class Stage(ControlCommands):
             if next_report is not None and now >= next_report and not self.stop_event.is_set():
                 next_report += period
                 self.report()
+            if self.progress_sink is not None and now >= next_progress:
+                next_progress = now + self.PROGRESS_PERIOD
+                self.progress_sink(self.progress())
 
     TICK = 0.25
+    PROGRESS_PERIOD = 1.0
+
+    def track_progress(self, sink: Callable[[dict], None]) -> None:
+        """Report progress to ``sink`` from now on (before :meth:`run`, main thread)."""
+        self.id_runs = {"processed": IdRuns(), "errors": IdRuns(), "rejected": IdRuns()}
+        self.progress_sink = sink
+
+    def progress(self, final: bool = False) -> dict:
+        """What this stage did since the last call: its statistics, and the ids it
+        processed, failed on and rejected since then, as runs (main thread)."""
+        runs = self.id_runs or {}
+        return {
+            "progress": True,
+            "final": final,
+            self.id_name: self.config.stage_id,
+            "stats": self.stats(),
+            "ids": {name: r.take() for name, r in runs.items()},
+            "pattern": self.id_pattern(),
+        }
+
+    def id_pattern(self) -> dict | None:
+        """Where this stage's ids lie in the stream (see :meth:`IdTracker.pattern`)."""
+        return None
 
     def _adapt_latency_sampling(self) -> None:
         # Main thread, every tick: the processing rate since the last tick sets k.
@@ -290,6 +334,8 @@ class Stage(ControlCommands):
         if self.report_sink is not None:
             snapshot = dict(snapshot, final=final, **{self.id_name: self.config.stage_id})
             self.report_sink(snapshot)
+        if final and self.progress_sink is not None:
+            self.progress_sink(self.progress(final=True))
         return snapshot
 
     # -- statistics ------------------------------------------------------------------
@@ -361,6 +407,13 @@ class Stage(ControlCommands):
             "nErrors": self.publisher.n_errors,
             "nConverted": self.publisher.n_converted,
             "nReplaced": self.publisher.n_replaced,
+        }
+
+    def restart_stats(self) -> dict:
+        """How often this stage was started again after dying (``--restart-failed``)."""
+        return {
+            "nRestarts": self.config.restart_count,
+            "backoff": self.config.restart_backoff,
         }
 
     def metadata_stats(self) -> dict:

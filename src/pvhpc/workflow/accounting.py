@@ -35,6 +35,11 @@ class SetCheck:
     rejected: int = 0
     errors: int = 0
     skipped: int = 0
+    #: Frames that consumers of the set took with them when they died (counted by
+    #: their supervising parent: ``lostWithConsumer`` of its consumer-set report).
+    lost_with_dead: int = 0
+    #: Who died, for the summary: "consumer 2 (killed by signal 9)".
+    dead: list[str] = field(default_factory=list)
     overruns: int = 0
     missing_reports: list[str] = field(default_factory=list)
     #: Members that reported numbers (0: the set never ran, nothing to check).
@@ -47,7 +52,14 @@ class SetCheck:
 
     @property
     def accounted(self) -> int:
-        return self.processed + self.missed + self.rejected + self.errors + self.skipped
+        return (
+            self.processed
+            + self.missed
+            + self.rejected
+            + self.errors
+            + self.skipped
+            + self.lost_with_dead
+        )
 
     @property
     def unaccounted(self) -> int:
@@ -100,6 +112,8 @@ def judge(checks: list[SetCheck], failed: list[str], early: bool) -> tuple[list[
         )
         if check.skipped:
             parts += f" + {check.skipped} skipped"
+        if check.lost_with_dead or check.dead:
+            parts += f" + {check.lost_with_dead} lost with {', '.join(check.dead)}"
         if check.missing_reports and not check.reported:
             lines.append(
                 f"  -     {cset.label} <- {where}: no numbers from "
@@ -112,7 +126,7 @@ def judge(checks: list[SetCheck], failed: list[str], early: bool) -> tuple[list[
                 f"({parts}); frames published there unknown, not checked"
             )
             continue
-        loss = check.missed + check.rejected + check.errors
+        loss = check.missed + check.rejected + check.errors + check.lost_with_dead
         if check.unaccounted:
             mark = "LOST "
             total_unaccounted += check.unaccounted
@@ -204,7 +218,9 @@ def stage_counts(report: dict) -> dict:
         skipped = max(0, skipped - int(r.get("nConnects", 0)))
     else:
         producers = [v for v in (report.get("producerStats") or {}).values() if isinstance(v, dict)]
-        skipped = sum(max(0, int(v.get("nSkipped", 0)) - 1) for v in producers)
+        skipped = sum(
+            max(0, int(v.get("nSkipped", 0)) - int(v.get("nConnects", 1))) for v in producers
+        )
     return {
         "processed": int(p.get("nProcessed", 0)),
         "missed": int(p.get("nMissed", 0)),

@@ -92,7 +92,21 @@ class Observer:
         for c in counted:
             for key in ("processed", "missed", "rejected", "errors", "skipped", "overruns"):
                 setattr(check, key, getattr(check, key) + c[key])
+        if final:
+            self._add_lost_with_dead(cset, check)
         return check
+
+    def _add_lost_with_dead(self, cset: ConsumerSet, check: SetCheck) -> None:
+        """The frames the set's dead consumers took with them, from the consumer-set
+        report of each stage (one parent) whose consumers are members of the set."""
+        ids = {(stage.name, sid) for stage, sid in cset.members}
+        for name in {stage.name for stage, _ in cset.members}:
+            for summary in self.procs[name].set_summaries():
+                for sid, lost in (summary.get("lostWithConsumer") or {}).items():
+                    if (name, int(sid)) in ids:
+                        check.lost_with_dead += int(lost.get("n", 0))
+                        deaths = "; ".join(lost.get("deaths") or []) or "it died"
+                        check.dead.append(f"{name} {sid} ({deaths})")
 
     def signature(self) -> tuple:
         sig: list = []

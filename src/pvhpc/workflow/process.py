@@ -191,6 +191,16 @@ class StageProcess:
             return {}
         return final_reports(json_lines(text), f"{self.stage.type}Id")
 
+    def set_summaries(self) -> list[dict]:
+        """The consumer-set reports of a supervising parent (``-nc > 1`` or
+        ``--restart-failed``): the frames dead children took with them."""
+        try:
+            with open(self.out_path, errors="replace") as f:
+                text = f.read()
+        except OSError:
+            return []
+        return [r for r in json_lines(text) if r.get("kind") == "consumer-set"]
+
     def error_tail(self, n: int = 12) -> str:
         try:
             with open(self.err_path, errors="replace") as f:

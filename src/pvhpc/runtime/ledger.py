@@ -1,0 +1,181 @@
+"""Set-level accounting for the consumers one parent process supervises (SPEC §5).
+
+Each child reports, every second, the ids it processed, failed on and rejected
+(as :class:`~pvhpc.counting.IdRuns` runs) with its statistics. When a child dies,
+the frames it had taken and never reported are in no counter of its own: the
+:class:`SetLedger` counts them, by the set, as *lost with consumer N*, so that for
+the set as a whole
+
+    frames in the stream = processed + missed + rejected + errors + lost
+
+holds exactly, also across a death (and a respawn). The stream is the ids from the
+first one any child saw to the last one any child saw or read from the source at
+its stop, every id once (a source that numbers its frames one by one, as detectors
+and the simulator do).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["ChildRecord", "SetLedger"]
+
+
+@dataclass
+class ChildRecord:
+    """What one child (one consumer id, over all its incarnations) has reported."""
+
+    stage_id: int
+    runs: dict[str, list[list[int]]] = field(
+        default_factory=lambda: {"processed": [], "errors": [], "rejected": []}
+    )
+    #: The run still open in the current incarnation's last report, per kind.
+    open: dict[str, list[int] | None] = field(default_factory=dict)
+    #: Statistics of each incarnation, the latest last.
+    stats: list[dict] = field(default_factory=list)
+    pattern: dict | None = None
+    #: Deaths: (the reason, the last id the incarnation had received).
+    deaths: list[tuple[str, int | None]] = field(default_factory=list)
+    final: bool = False
+
+    def take(self, message: dict) -> None:
+        """One progress message of the current incarnation."""
+        for kind, (closed, open_run) in (message.get("ids") or {}).items():
+            self.runs.setdefault(kind, []).extend(closed)
+            self.open[kind] = open_run
+        stats = message.get("stats")
+        if stats is not None:
+            if self.stats and not self._new_incarnation:
+                self.stats[-1] = stats
+            else:
+                self.stats.append(stats)
+            self._new_incarnation = False
+        self.pattern = message.get("pattern") or self.pattern
+        self.final = self.final or bool(message.get("final"))
+
+    _new_incarnation = True
+
+    def died(self, reason: str) -> None:
+        """The current incarnation ended without its final report."""
+        last = (self.pattern or {}).get("last")
+        self.deaths.append((reason, last))
+        self.close_incarnation()
+
+    def close_incarnation(self) -> None:
+        """Keep the open runs; the next message starts a new incarnation."""
+        for kind, run in self.open.items():
+            if run is not None:
+                self.runs.setdefault(kind, []).append(run)
+        self.open = {}
+        self._new_incarnation = True
+
+    def all_runs(self, kind: str) -> list[list[int]]:
+        runs = list(self.runs.get(kind, []))
+        if self.open.get(kind) is not None:
+            runs.append(self.open[kind])
+        return runs
+
+    def counter(self, section: str, key: str) -> int:
+        """A counter summed over the incarnations (each counts from zero)."""
+        return sum(int((s.get(section) or {}).get(key, 0)) for s in self.stats)
+
+
+class SetLedger:
+    """The accounting of one consumer set run by one parent (main thread only)."""
+
+    def __init__(self) -> None:
+        self.children: dict[int, ChildRecord] = {}
+
+    def child(self, stage_id: int) -> ChildRecord:
+        if stage_id not in self.children:
+            self.children[stage_id] = ChildRecord(stage_id)
+        return self.children[stage_id]
+
+    def take(self, message: dict, id_name: str) -> None:
+        self.child(message[id_name]).take(message)
+
+    def summary(self) -> dict:
+        """The set's numbers; ``lostWithConsumer`` names the frames each dead child
+        took with it (empty when none died)."""
+        kids = list(self.children.values())
+        spans = [
+            (r[0], r[0] + r[1] * (r[2] - 1))
+            for k in kids
+            for kind in ("processed", "errors", "rejected")
+            for r in k.all_runs(kind)
+        ]
+        ends = [s for s in (self._source_last(k) for k in kids) if s is not None]
+        totals = {
+            "processed": sum(k.counter("processorStats", "nProcessed") for k in kids),
+            "missed": sum(k.counter("processorStats", "nMissed") for k in kids),
+            "rejected": sum(k.counter("receiverStats", "nRejected") for k in kids),
+            "errors": sum(
+                k.counter("processorStats", "nErrors") + k.counter("receiverStats", "nErrors")
+                for k in kids
+            ),
+        }
+        out = {"kind": "consumer-set", "consumers": sorted(self.children), **totals}
+        out["lostWithConsumer"] = {}
+        out["nLost"] = 0
+        dead = [k for k in kids if k.deaths]
+        if not spans or not dead:
+            return out
+        first = min(a for a, _ in spans)
+        last = max([b for _, b in spans] + ends)
+        covered = np.zeros(last - first + 1, dtype=bool)
+        for k in kids:
+            for kind in ("processed", "errors", "rejected"):
+                for start, step, count in k.all_runs(kind):
+                    covered[start - first : start - first + step * count : step or 1] = True
+        unaccounted = int((~covered).sum())
+        # Counted by ids, so that a dead child's last report and its runs agree.
+        for kind in ("processed", "rejected"):
+            totals[kind] = sum(r[2] for k in kids for r in k.all_runs(kind))
+        id_errors = sum(r[2] for k in kids for r in k.all_runs("errors"))
+        no_id_errors = sum(k.counter("receiverStats", "nErrors") for k in kids)
+        totals["errors"] = id_errors + no_id_errors
+        out.update(totals)
+        # Ids no child accounted for are missed (a child's own count), objects without
+        # a usable id (counted as errors), or lost with a dead child; the lost ones
+        # are shared between the dead by where their ids lie.
+        lost_total = max(0, unaccounted - totals["missed"] - no_id_errors)
+        where = {k.stage_id: self._share(k, covered, first) for k in dead}
+        shares = {sid: len(ids) for sid, ids in where.items()}
+        total_share = sum(shares.values()) or 1
+        given = 0
+        for i, (sid, ids) in enumerate(sorted(where.items())):
+            n = (
+                lost_total - given
+                if i == len(where) - 1
+                else lost_total * shares[sid] // total_share
+            )
+            given += n
+            child = self.children[sid]
+            out["lostWithConsumer"][str(sid)] = {
+                "n": n,
+                "firstId": int(ids[0]) if len(ids) else None,
+                "lastId": int(ids[-1]) if len(ids) else None,
+                "deaths": [reason for reason, _ in child.deaths],
+            }
+        out["nLost"] = lost_total
+        out["first"], out["last"] = first, last
+        return out
+
+    @staticmethod
+    def _source_last(k: ChildRecord) -> int | None:
+        stats = k.stats[-1] if k.stats else {}
+        value = (stats.get("processorStats") or {}).get("sourceLastId")
+        return int(value) if value is not None and value >= 0 else None
+
+    @staticmethod
+    def _share(k: ChildRecord, covered: np.ndarray, first: int) -> np.ndarray:
+        """The unaccounted ids that fall in a dead child's part of the stream."""
+        ids = np.nonzero(~covered)[0] + first
+        pattern = k.pattern or {}
+        start = pattern.get("runStart")
+        if start is None:
+            return ids
+        period = pattern["offset"] + pattern["run"] - 1
+        return ids[(ids - start) % period < pattern["run"]]
