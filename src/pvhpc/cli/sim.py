@@ -1,8 +1,9 @@
 """``pvapy-ad-sim-server`` / ``pvhpc sim``: serve simulated area-detector frames.
 
 Runs :class:`pvhpc.simulator.Simulator` until the runtime (plus the shutdown delay)
-is over, or until SIGINT/SIGTERM, and prints progress and the final report on
-stdout. Exit status 0 in both cases; 2 for a user mistake.
+is over, or until SIGINT/SIGTERM, and prints the start line, progress and the final
+report on stdout (as text, or with ``--report-format json`` one JSON object per
+line). Exit status 0 in both cases; 2 for a user mistake.
 """
 
 from __future__ import annotations
@@ -13,7 +14,14 @@ import sys
 from collections.abc import Sequence
 
 from ..log import configure_logging, parse_level
-from ..simulator import COLOR_MODES, DATATYPES, Simulator, SimulatorConfig
+from ..simulator import (
+    COLOR_MODES,
+    DATATYPES,
+    PACING_MODES,
+    REPORT_FORMATS,
+    Simulator,
+    SimulatorConfig,
+)
 from .common import Parser, add_version, entry_point, run_main
 
 __all__ = ["main", "build_parser"]
@@ -111,6 +119,16 @@ def build_parser(prog: str = PROG) -> Parser:
         "-fps", "--frame-rate", type=_positive_float, default=20.0, help="frames per second [20]"
     )
     p.add_argument(
+        "-pm",
+        "--pacing",
+        default="even",
+        choices=list(PACING_MODES),
+        metavar="MODE",
+        help="even: one frame per deadline, evenly spaced, as a detector sends them; "
+        "burst: wake up at most once per ms and publish every frame due by then "
+        "(less CPU above 1 kHz, frames in bursts of fps/1000) [even]",
+    )
+    p.add_argument(
         "-rt",
         "--runtime",
         type=_float,
@@ -179,6 +197,15 @@ def build_parser(prog: str = PROG) -> Parser:
         help="print a report every this many frames, 0 = only at the end [0]",
     )
     p.add_argument(
+        "-rf",
+        "--report-format",
+        default="text",
+        choices=list(REPORT_FORMATS),
+        metavar="FORMAT",
+        help="text: report lines for people; json: the start line and every report as "
+        "one JSON object per line on stdout [text]",
+    )
+    p.add_argument(
         "-cd",
         "--compression-codec",
         default=None,
@@ -222,6 +249,8 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
         shutdown_delay=args.shutdown_delay,
         report_period=args.report_period,
         compression_codec=args.compression_codec,
+        pacing=args.pacing,
+        report_format=args.report_format,
     )
 
 
