@@ -9,13 +9,24 @@ monitor connected, pvAccess spends about 20 more in ``update`` posting the frame
 it, and its sender thread as much again).
 
 Pacing is against absolute deadlines: frame *i* (counting from 0) is due at
-``t0 + i / frame_rate``. Each wake-up publishes every frame already due, so the
-average rate stays exact up to the machine's limit. Above 1000 frames per second
-the loop sleeps at least a millisecond (``_TICK``) between wake-ups and frames leave
-in bursts of ``frame_rate / 1000``: a sleep and wake-up costs more CPU than
-publishing a frame, and waking once per frame at 5 kHz took twice the CPU. If it
-falls more than a second behind (the machine cannot keep up, or the process was
-suspended) the schedule restarts from the present instead of bursting.
+``t0 + i / frame_rate``. By default (``pacing="even"``) frames go out as a detector
+sends them, one per deadline: the loop sleeps until the next deadline (with the
+thread's timer slack at 1 ns, so that the kernel wakes it when asked rather than up
+to 50 us later), publishes that one frame and looks at the clock again. A frame that
+is already due when the previous one is out (the loop woke late, or publishing took
+longer than a period) goes out at once, so the average rate stays exact; frames are
+never sent before their deadline. Waits shorter than ``_SPIN`` are spun instead:
+such a sleep costs more CPU than the wait and wakes later than the deadline.
+
+``pacing="burst"`` is the cheaper option for high rates: each wake-up publishes
+every frame already due, and above 1000 frames per second the loop sleeps at least a
+millisecond (``_TICK``), so that frames leave in bursts of ``frame_rate / 1000``
+(a sleep and wake-up costs more CPU than publishing a frame).
+
+In both modes, if the loop falls more than a second behind (the machine cannot keep
+up, or the process was suspended) the schedule restarts from the present instead of
+sending a second's worth of frames at once. The reports give the inter-frame gaps
+(median and 99th percentile) measured at publish time, next to the rate.
 
 Metadata channels (``pva://x``, ``ca://y`` or a bare ``y``) carry
 ``{double value, time_t timeStamp}``; each is updated just before every frame with
@@ -34,8 +45,10 @@ the middle of the stream (the frame current at that moment).
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import glob
+import json
 import logging
 import math
 import os
@@ -56,6 +69,8 @@ __all__ = [
     "COLOR_MODES",
     "DATATYPES",
     "MetadataPv",
+    "PACING_MODES",
+    "REPORT_FORMATS",
     "Simulator",
     "SimulatorConfig",
     "SimulatorStats",
@@ -101,9 +116,24 @@ MAX_LAG = 1.0
 END_GRACE = 0.1
 # Waits shorter than this use time.sleep; longer ones wait on the stop event.
 _SHORT_WAIT = 0.05
-# Above 1/_TICK frames per second, the simulator wakes up once per tick and
-# publishes the frames that came due meanwhile in one burst.
+# Even pacing spins through waits shorter than this instead of sleeping: on the
+# development machine a sleep costs 30-45 us of CPU and wakes 35-50 us late even
+# with a timer slack of 1 ns, so a short spin is both cheaper and on time.
+_SPIN = 20e-6
+# Burst pacing: above 1/_TICK frames per second, the simulator wakes up once per
+# tick and publishes the frames that came due meanwhile in one burst.
 _TICK = 0.001
+# Inter-frame gaps are computed from the publish times of at most this many recent
+# frames (8 MiB; 100 s at 10 kHz).
+_GAP_SAMPLES = 1 << 20
+# prctl(2) options for the calling thread's timer slack.
+_PR_SET_TIMERSLACK = 29
+_PR_GET_TIMERSLACK = 30
+
+#: How frames are paced: one per deadline, or every due frame at once.
+PACING_MODES = ("even", "burst")
+#: Report formats: lines for people, or one JSON object per line for programs.
+REPORT_FORMATS = ("text", "json")
 
 
 @dataclasses.dataclass
@@ -114,8 +144,10 @@ class SimulatorConfig:
     frame of the input, or as many random frames as the cache holds (within
     1 GiB). ``min_value``/``max_value`` default to the datatype's full range for
     integers and to [0, 1) for floats. ``report_period`` is in frames, 0 = only the
-    final report. With an input file or directory, :class:`Simulator` replaces
-    ``nx``, ``ny`` and ``datatype`` by those of the input.
+    final report. ``pacing`` is one of :data:`PACING_MODES` (``"even"``: one frame
+    per deadline; ``"burst"``: every due frame at once), ``report_format`` one of
+    :data:`REPORT_FORMATS`. With an input file or directory, :class:`Simulator`
+    replaces ``nx``, ``ny`` and ``datatype`` by those of the input.
     """
 
     channel_name: str = "pvapy:image"
@@ -139,36 +171,74 @@ class SimulatorConfig:
     report_period: int = 0
     compression_codec: str | None = None
     seed: int | None = None
+    pacing: str = "even"
+    report_format: str = "text"
 
 
 @dataclasses.dataclass
 class SimulatorStats:
-    """What a run did: frames published, over how long, at what rate."""
+    """What a run did: frames published, over how long, at what rate, how evenly.
+
+    Times are in seconds. ``cpu`` is the process CPU time (every thread) over
+    ``elapsed``; ``gap_p50``/``gap_p99`` are the median and 99th percentile of the
+    time between consecutive frames, taken when each was handed to the server (None
+    before the second frame); in a final report over the whole run (its last
+    :data:`_GAP_SAMPLES` frames), in a periodic one over the frames since the last.
+    """
 
     channel_name: str
     frame_rate: float
+    pacing: str = "even"
     n_sent: int = 0
     elapsed: float = 0.0
     cpu: float = 0.0
     max_lag: float = 0.0
     n_restarts: int = 0
+    gap_p50: float | None = None
+    gap_p99: float | None = None
 
     @property
     def rate(self) -> float:
         """Achieved frames per second (0 before the first frame)."""
         return self.n_sent / self.elapsed if self.elapsed > 0 else 0.0
 
+    @property
+    def cpu_percent(self) -> float:
+        """CPU time as a percentage of one core over ``elapsed``."""
+        return 100.0 * self.cpu / self.elapsed if self.elapsed > 0 else 0.0
+
     def line(self, final: bool = False) -> str:
         """One readable report line, e.g. for stdout."""
-        cpu = 100.0 * self.cpu / self.elapsed if self.elapsed > 0 else 0.0
         text = (
             f"{self.channel_name}: {'done, ' if final else ''}sent {self.n_sent} frames in "
-            f"{self.elapsed:.3f} s, {self.rate:.2f} fps (requested {self.frame_rate:g}), "
-            f"cpu {cpu:.0f}%, max lag {1e3 * self.max_lag:.2f} ms"
+            f"{self.elapsed:.3f} s, {self.rate:.2f} fps (requested {self.frame_rate:g}, "
+            f"pacing {self.pacing})"
         )
+        if self.gap_p50 is not None and self.gap_p99 is not None:
+            text += f", gap p50 {1e3 * self.gap_p50:.3f} ms p99 {1e3 * self.gap_p99:.3f} ms"
+        text += f", cpu {self.cpu_percent:.0f}%, max lag {1e3 * self.max_lag:.2f} ms"
         if self.n_restarts:
             text += f", schedule restarted {self.n_restarts}x (cannot keep up)"
         return text
+
+    def as_dict(self, final: bool = False) -> dict[str, Any]:
+        """The report as one JSON-ready object (``event: "report"``; times in seconds,
+        ``cpu`` in percent of one core, ``gapP50``/``gapP99`` null before two frames)."""
+        return {
+            "event": "report",
+            "channel": self.channel_name,
+            "mode": self.pacing,
+            "nSent": self.n_sent,
+            "elapsed": self.elapsed,
+            "rate": self.rate,
+            "requestedRate": self.frame_rate,
+            "cpu": self.cpu_percent,
+            "maxLag": self.max_lag,
+            "gapP50": self.gap_p50,
+            "gapP99": self.gap_p99,
+            "nRestarts": self.n_restarts,
+            "final": final,
+        }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -537,7 +607,7 @@ class Simulator:
         self._stop_event = threading.Event()
         self._quit_event = threading.Event()
         self._running = threading.Event()
-        self.stats = SimulatorStats(config.channel_name, config.frame_rate)
+        self.stats = SimulatorStats(config.channel_name, config.frame_rate, config.pacing)
         self.metadata = parse_metadata_pvs(config.metadata_pvs)
         self._validate()
         self._check_codec()
@@ -572,6 +642,12 @@ class Simulator:
             raise UsageError("--hdf5-dataset: needs an HDF5 --input-file")
         if any(m.name == c.channel_name for m in self.metadata):
             raise UsageError(f"--metadata-pv: {c.channel_name!r} is also the frame channel")
+        if c.pacing not in PACING_MODES:
+            raise UsageError(f"--pacing: {c.pacing!r} is not one of {', '.join(PACING_MODES)}")
+        if c.report_format not in REPORT_FORMATS:
+            raise UsageError(
+                f"--report-format: {c.report_format!r} is not one of {', '.join(REPORT_FORMATS)}"
+            )
         if c.compression_codec is not None and c.compression_codec not in CODECS:
             raise UsageError(
                 f"--compression-codec: {c.compression_codec!r} is not one of {', '.join(CODECS)}"
@@ -672,19 +748,12 @@ class Simulator:
             server.addRecord(name, _metadata_object())
         self._running.set()
         try:
-            self.report(
-                f"{c.channel_name}: serving {len(self.frames)} distinct {c.nx}x{c.ny} "
-                f"{c.datatype} frames ({COLOR_MODES[c.color_mode]}"
-                f"{', ' + c.compression_codec if c.compression_codec else ''}) at {c.frame_rate:g} fps"
-                f"{f' for {c.runtime:g} s' if c.runtime > 0 else ''}"
-                f"{f', metadata {self.config.metadata_pvs}' if self.metadata else ''}"
-                f"{f'; first frame in {c.start_delay:g} s' if c.start_delay > 0 else ''}"
-            )
+            self._report_start()
             if c.start_delay > 0:
                 self._stop_event.wait(c.start_delay)
             if not self._stop_event.is_set():
                 self._publish(server, pva_meta, ca)
-            self.report(self.stats.line(final=True))
+            self._report_stats(final=True)
             if c.shutdown_delay > 0 and not self._stop_event.is_set():
                 self._stop_event.wait(c.shutdown_delay)
             elif self._stop_event.is_set() and self.stats.n_sent > 0:
@@ -706,9 +775,56 @@ class Simulator:
                 ca.stop()
         return self.stats
 
+    def _report_start(self) -> None:
+        c = self.config
+        if c.report_format == "json":
+            self.report(
+                json.dumps(
+                    {
+                        "event": "serving",
+                        "channel": c.channel_name,
+                        "mode": c.pacing,
+                        "nDistinct": len(self.frames),
+                        "nx": c.nx,
+                        "ny": c.ny,
+                        "datatype": c.datatype,
+                        "colorMode": COLOR_MODES[c.color_mode],
+                        "codec": c.compression_codec or None,
+                        "requestedRate": c.frame_rate,
+                        "runtime": c.runtime if c.runtime > 0 else None,
+                        "startDelay": c.start_delay,
+                        "metadataPvs": [f"{m.protocol}://{m.name}" for m in self.metadata],
+                    }
+                )
+            )
+            return
+        self.report(
+            f"{c.channel_name}: serving {len(self.frames)} distinct {c.nx}x{c.ny} "
+            f"{c.datatype} frames ({COLOR_MODES[c.color_mode]}"
+            f"{', ' + c.compression_codec if c.compression_codec else ''}) at {c.frame_rate:g} fps"
+            f" (pacing {c.pacing})"
+            f"{f' for {c.runtime:g} s' if c.runtime > 0 else ''}"
+            f"{f', metadata {self.config.metadata_pvs}' if self.metadata else ''}"
+            f"{f'; first frame in {c.start_delay:g} s' if c.start_delay > 0 else ''}"
+        )
+
+    def _report_stats(
+        self, final: bool, n_recent: int | None = None, recent_rate: float = 0.0
+    ) -> None:
+        stats = self.stats
+        if self.config.report_format == "json":
+            record = stats.as_dict(final)
+            if n_recent is not None:
+                record["nRecent"], record["recentRate"] = n_recent, recent_rate
+            self.report(json.dumps(record))
+        elif n_recent is not None:
+            self.report(f"{stats.line(final)}, last {n_recent} at {recent_rate:.2f} fps")
+        else:
+            self.report(stats.line(final))
+
     def _publish(self, server: pva.PvaServer, pva_meta: list[str], ca: _CaMetadata | None) -> None:
-        """The publishing loop: wake up at most once per ``_TICK``, publish every frame
-        already due, sleep until the next one is due (or one tick has passed)."""
+        """The publishing loop: sleep until the next frame is due, then publish it
+        (even pacing) or every frame already due (burst pacing)."""
         c = self.config
         stats = self.stats
         frames = self.frames
@@ -716,10 +832,12 @@ class Simulator:
         channel = c.channel_name
         update = server.update
         period = 1.0 / c.frame_rate
-        # At rates above 1/_TICK, waking up for every frame costs more CPU than the
-        # frame itself (a sleep and wake-up is ~20-50 us here): sleep at least one
-        # tick and publish what has come due meanwhile, in one burst.
-        min_sleep = _TICK if period < _TICK else 0.0
+        even = c.pacing == "even"
+        # Bursts above 1/_TICK: waking up for every frame costs more CPU than the
+        # frame itself (a sleep and wake-up is 30-45 us here), so sleep at least one
+        # tick and publish what has come due meanwhile.
+        min_sleep = _TICK if not even and period < _TICK else 0.0
+        spin = _SPIN if even else 0.0
         report_every = c.report_period
         stop_event = self._stop_event
         stopped = stop_event.is_set
@@ -727,6 +845,11 @@ class Simulator:
         time_ns = time.time_ns
         sleep = time.sleep
         has_meta = bool(pva_meta) or ca is not None
+        # Publish times of the last n_times frames (frame k at k % n_times), for the gaps.
+        expected = c.frame_rate * (c.runtime + END_GRACE) + 2 if c.runtime > 0 else math.inf
+        n_times = int(min(_GAP_SAMPLES, expected))
+        times = np.zeros(n_times)
+        saved_slack = _set_timer_slack(1) if even else None
         cpu0 = time.process_time()
         t0 = start = clock()
         end = start + c.runtime if c.runtime > 0 else math.inf
@@ -734,77 +857,116 @@ class Simulator:
         sent = 0
         last_ns = 0
         max_lag = 0.0
-        while True:
-            deadline = t0 + sent * period
-            if deadline >= end or stopped():
-                break
-            now = clock()
-            if now < deadline:
-                wait = max(deadline - now, min_sleep)
-                if wait < _SHORT_WAIT:
-                    sleep(wait)
-                elif stop_event.wait(wait):
+        try:
+            while True:
+                deadline = t0 + sent * period
+                if deadline >= end or stopped():
                     break
                 now = clock()
-            elif now >= end + END_GRACE:
-                break
-            lag = now - deadline
-            if lag > max_lag:
-                if lag > MAX_LAG:
-                    t0 = now - sent * period
-                    stats.n_restarts += 1
-                    if stats.n_restarts == 1:
-                        logger.warning(
-                            "%s: more than %g s behind schedule; cannot keep up %g fps",
-                            channel,
-                            MAX_LAG,
-                            c.frame_rate,
-                        )
-                else:
-                    max_lag = lag
-            # Every frame due by ``now``: at least the one whose deadline woke us.
-            while True:
-                sent += 1
-                if ca is not None:
-                    seconds, nanos = ca.tick()
-                else:
-                    # Strictly increasing, also within a burst on a coarse clock: the
-                    # distributor tells updates apart by their timestamp.
-                    stamp_ns = time_ns()
-                    if stamp_ns <= last_ns:
-                        stamp_ns = last_ns + 1
-                    last_ns = stamp_ns
-                    seconds, nanos = divmod(stamp_ns, 1_000_000_000)
-                stamp = {"secondsPastEpoch": seconds, "nanoseconds": nanos}
-                if has_meta:
-                    value = float(sent)
-                    for name in pva_meta:
-                        update(name, {"value": value, "timeStamp": stamp})
-                    if ca is not None:
-                        ca.update(value)
-                frame = frames[(sent - 1) % n_distinct]
-                frame.set({"uniqueId": sent, "timeStamp": stamp, "dataTimeStamp": stamp})
-                update(channel, frame)
-                if report_every and sent % report_every == 0:
-                    t = clock()
-                    stats.n_sent, stats.elapsed = sent, t - start
-                    stats.cpu, stats.max_lag = time.process_time() - cpu0, max_lag
-                    interval = t - last_report_t
-                    recent = (sent - last_report_n) / interval if interval > 0 else 0.0
-                    self.report(f"{stats.line()}, last {sent - last_report_n} at {recent:.2f} fps")
-                    last_report_t, last_report_n = t, sent
-                deadline = t0 + sent * period
-                if deadline > now or deadline >= end or stopped():
+                if now < deadline:
+                    wait = max(deadline - now, min_sleep)
+                    if wait < spin:
+                        while now < deadline:
+                            now = clock()
+                    else:
+                        if wait < _SHORT_WAIT:
+                            sleep(wait)
+                        elif stop_event.wait(wait):
+                            break
+                        now = clock()
+                elif now >= end + END_GRACE:
                     break
-        if not stopped() and math.isfinite(end):
-            # Runtime is over: the last frame's period ends at the next deadline,
-            # so that n frames take n periods and the rate reads true.
-            remaining = t0 + sent * period - clock()
-            if remaining > 0:
-                stop_event.wait(remaining)
+                lag = now - deadline
+                if lag > max_lag:
+                    if lag > MAX_LAG:
+                        t0 = now - sent * period
+                        stats.n_restarts += 1
+                        if stats.n_restarts == 1:
+                            logger.warning(
+                                "%s: more than %g s behind schedule; cannot keep up %g fps",
+                                channel,
+                                MAX_LAG,
+                                c.frame_rate,
+                            )
+                    else:
+                        max_lag = lag
+                # Even: the frame whose deadline woke us. Burst: every frame due by
+                # ``now``, at least that one.
+                while True:
+                    sent += 1
+                    if ca is not None:
+                        seconds, nanos = ca.tick()
+                    else:
+                        # Strictly increasing, also within a burst on a coarse clock:
+                        # the distributor tells updates apart by their timestamp.
+                        stamp_ns = time_ns()
+                        if stamp_ns <= last_ns:
+                            stamp_ns = last_ns + 1
+                        last_ns = stamp_ns
+                        seconds, nanos = divmod(stamp_ns, 1_000_000_000)
+                    stamp = {"secondsPastEpoch": seconds, "nanoseconds": nanos}
+                    if has_meta:
+                        value = float(sent)
+                        for name in pva_meta:
+                            update(name, {"value": value, "timeStamp": stamp})
+                        if ca is not None:
+                            ca.update(value)
+                    frame = frames[(sent - 1) % n_distinct]
+                    frame.set({"uniqueId": sent, "timeStamp": stamp, "dataTimeStamp": stamp})
+                    times[sent % n_times] = clock()
+                    update(channel, frame)
+                    if report_every and sent % report_every == 0:
+                        t = clock()
+                        stats.n_sent, stats.elapsed = sent, t - start
+                        stats.cpu, stats.max_lag = time.process_time() - cpu0, max_lag
+                        stats.gap_p50, stats.gap_p99 = _gap_stats(times, last_report_n, sent)
+                        interval = t - last_report_t
+                        recent = (sent - last_report_n) / interval if interval > 0 else 0.0
+                        self._report_stats(False, sent - last_report_n, recent)
+                        last_report_t, last_report_n = t, sent
+                    deadline = t0 + sent * period
+                    if even or deadline > now or deadline >= end or stopped():
+                        break
+            if not stopped() and math.isfinite(end):
+                # Runtime is over: the last frame's period ends at the next deadline,
+                # so that n frames take n periods and the rate reads true.
+                remaining = t0 + sent * period - clock()
+                if remaining > 0:
+                    stop_event.wait(remaining)
+        finally:
+            if saved_slack is not None:
+                _set_timer_slack(saved_slack)
         # A frame's period counts whole, also when a stop cuts it short.
         stats.n_sent, stats.elapsed = sent, max(clock(), t0 + sent * period) - start
         stats.cpu, stats.max_lag = time.process_time() - cpu0, max_lag
+        stats.gap_p50, stats.gap_p99 = _gap_stats(times, 0, sent)
+
+
+def _gap_stats(times: np.ndarray, first: int, last: int) -> tuple[float | None, float | None]:
+    """Median and 99th percentile of the gaps between frames ``first``..``last`` (their
+    publish times at ``k % len(times)``; frame 0 was never published, and only the last
+    ``len(times)`` frames are still there); (None, None) without two frames."""
+    first = max(first, 1, last - len(times) + 1)
+    if last - first < 1:
+        return None, None
+    gaps = np.diff(times[np.arange(first, last + 1) % len(times)])
+    p50, p99 = np.percentile(gaps, (50, 99))
+    return float(p50), float(p99)
+
+
+def _set_timer_slack(nanoseconds: int) -> int | None:
+    """Set the calling thread's timer slack (Linux, prctl(2)); return the previous
+    value, or None where that is not possible (then sleeps keep the default slack)."""
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+        prctl.restype = ctypes.c_int
+        prctl.argtypes = [ctypes.c_int] + [ctypes.c_ulong] * 4
+        previous = prctl(_PR_GET_TIMERSLACK, 0, 0, 0, 0)
+        if previous <= 0 or prctl(_PR_SET_TIMERSLACK, nanoseconds, 0, 0, 0) != 0:
+            return None
+    except (OSError, AttributeError, TypeError):
+        return None
+    return previous
 
 
 def _stamp(unique_id: int, seconds: int, nanos: int) -> dict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import re
 import signal
 import threading
@@ -114,6 +115,13 @@ def test_frames_from_npy_file_arrive_in_order_and_intact(procs, prefix, tmp_path
     n, elapsed, rate = final_report(sim)
     assert n == 20 and abs(elapsed - 0.5) < 0.01 and abs(rate - 40) < 0.4
     assert len(re.findall(r"sent \d+ frames", sim.output())) == 3  # at 10, 20, final
+    # Even pacing is the default, and the lines say so.
+    assert "at 40 fps (pacing even) for 0.5 s" in sim.output()
+    assert re.search(r": sent 10 frames in .*pacing even\), gap p50 .*, last 10 at [\d.]+ fps\n",
+                     sim.output())  # fmt: skip
+    assert re.search(
+        r"done, sent 20 frames .*\(requested 40, pacing even\), gap p50 ", sim.output()
+    )
 
 
 def test_metadata_channels_carry_the_frame_timestamps(procs, prefix):
@@ -185,24 +193,83 @@ def test_rate_is_kept_at_one_khz_with_a_queued_monitor(procs, prefix):
     assert recorder.values == list(range(0, 1501))
 
 
-def test_bursts_above_one_khz_keep_rate_order_and_distinct_timestamps(procs, prefix):
-    # Above 1 kHz frames leave in bursts, one per millisecond: every frame must
-    # still arrive, in order, with a timestamp later than the one before it (the
-    # distributor tells updates apart by timestamp).
+def json_reports(proc) -> list[dict]:
+    """Every output line as a JSON object (the process logs to a file, so its output
+    is its stdout only, and all of it must parse)."""
+    lines = [line for line in proc.output().splitlines() if line.strip()]
+    return [json.loads(line) for line in lines]
+
+
+@pytest.mark.parametrize("pacing", ["even", "burst"])
+def test_both_pacings_send_every_frame_in_order_with_json_reports(procs, prefix, tmp_path, pacing):
+    # 5 kHz: even pacing sends one frame per deadline, burst pacing every due frame
+    # once per millisecond. Either way every frame must arrive, in order, each with
+    # a timestamp later than the one before it (the distributor tells updates
+    # apart by timestamp), and the reports must say which pacing it was.
     channel = f"{prefix}:image"
     sim = procs.start("sim", "-cn", channel, "-nx", 64, "-ny", 64, "-fps", 5000, "-rt", 0.8,
-                      "-std", 2, "-shd", 0.5, "-nf", 10)  # fmt: skip
+                      "-std", 2, "-shd", 0.5, "-nf", 10, "-rp", 1000, "-pm", pacing,
+                      "-rf", "json", "-lf", tmp_path / "sim.log")  # fmt: skip
     wait_for_channel(channel)
     recorder = FrameRecorder(channel, "record[queueSize=5000]field(uniqueId,timeStamp)", False)
     start_recording(recorder, procs, channel)
     assert sim.wait(30) == 0
     recorder.close()
-    n, elapsed, rate = final_report(sim)
-    assert n == 4000
-    assert abs(rate - 5000) / 5000 < 0.01
-    assert recorder.values == list(range(0, 4001))
+
+    start, *reports = json_reports(sim)
+    assert start["event"] == "serving" and start["channel"] == channel
+    assert (start["mode"], start["requestedRate"], start["nDistinct"]) == (pacing, 5000, 10)
+    final = reports[-1]
+    assert final["final"] is True and all(r["final"] is False for r in reports[:-1])
+    # 4000 frames are due; a machine too busy to keep up sends fewer, never more.
+    n = final["nSent"]
+    assert 1000 <= n <= 4000
+    assert recorder.values == list(range(0, n + 1))
     stamps = [f["timeStamp"] for f in recorder.frames]
     assert all(a < b for a, b in itertools.pairwise(stamps))
+    periodic = reports[:-1]
+    assert [r["nSent"] for r in periodic] == list(range(1000, n + 1, 1000))
+    assert all(r["nRecent"] == 1000 and r["recentRate"] > 0 for r in periodic)
+    for r in reports:
+        assert r["event"] == "report" and r["channel"] == channel and r["mode"] == pacing
+        assert r["requestedRate"] == 5000 and r["nRestarts"] == 0
+        assert r["elapsed"] > 0 and r["rate"] > 0 and r["cpu"] > 0 and r["maxLag"] >= 0
+        assert 0 < r["gapP50"] <= r["gapP99"] < r["elapsed"]
+    assert final["rate"] == pytest.approx(n / final["elapsed"])
+    if pacing == "even":
+        # Never ahead of the schedule: frame k (from 1) goes out at or after its
+        # deadline, (k - 1) periods after frame 1's, which went out at most maxLag
+        # late. Lateness (a slow machine) cannot make this fail; 1 ms covers the
+        # wall clock (the timestamps) drifting from the monotonic one over the run.
+        first = stamps[1][0] + 1e-9 * stamps[1][1]
+        for k, (sec, ns) in enumerate(stamps[1:], start=1):
+            assert sec + 1e-9 * ns - first >= (k - 1) / 5000 - final["maxLag"] - 1e-3, k
+
+
+def test_text_reports_name_the_pacing_and_keep_their_wording(procs, prefix):
+    # People read these lines (programs read --report-format json).
+    channel = f"{prefix}:image"
+    sim = procs.start("sim", "-cn", channel, "-nx", 16, "-ny", 16, "-fps", 2000, "-rt", 0.3,
+                      "-std", 1, "-shd", 0, "-pm", "burst")  # fmt: skip
+    wait_for_channel(channel)
+    recorder = Recorder(channel, request="record[queueSize=1000]field(uniqueId)")
+    start_recording(recorder, procs, channel)
+    assert sim.wait(30) == 0
+    recorder.close()
+    out = sim.output()
+    assert re.search(rf"^{channel}: serving \d+ distinct 16x16 uint8 frames \(Mono\) at 2000 fps "
+                     r"\(pacing burst\) for 0.3 s", out, re.M), out  # fmt: skip
+    final = re.search(
+        rf"^{channel}: done, sent (\d+) frames in [\d.]+ s, [\d.]+ fps \(requested 2000, "
+        r"pacing burst\), gap p50 ([\d.]+) ms p99 ([\d.]+) ms, cpu \d+%, max lag [\d.]+ ms$",
+        out,
+        re.M,
+    )
+    assert final, out
+    n = int(final.group(1))
+    assert 0 < n <= 600
+    assert recorder.values == list(range(0, n + 1))
+    assert 0 < float(final.group(2)) <= float(final.group(3))
 
 
 def test_rgb_frames_and_datatype(procs, prefix):

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
 from pvhpc.cli import sim as sim_cli
 from pvhpc.errors import UsageError
 from pvhpc.options import sim
-from pvhpc.simulator import MetadataPv, Simulator, SimulatorConfig, parse_metadata_pvs
+from pvhpc.simulator import (
+    MetadataPv,
+    Simulator,
+    SimulatorConfig,
+    SimulatorStats,
+    _gap_stats,
+    parse_metadata_pvs,
+)
 
 
 def run(capsys, *argv: str) -> tuple[int, str]:
@@ -51,6 +60,8 @@ def assert_one_line_error(err: str, *words: str) -> None:
         (["-cn", "img", "-mpv", "pva://img"], ["--metadata-pv", "'img'"]),
         (["-hds", "data"], ["--hdf5-dataset"]),
         (["-ll", "chatty"], ["--log-level", "chatty"]),
+        (["-pm", "smooth"], ["--pacing", "'smooth'"]),
+        (["-rf", "xml"], ["--report-format", "'xml'"]),
     ],
 )
 def test_user_mistakes_exit_2_with_one_line(capsys, argv, words):
@@ -151,8 +162,11 @@ def test_version_and_help(capsys):
         "-rp",
         "-cd",
         "-dc",
+        "-pm",
+        "-rf",
     ):
         assert f"{option}," in out or f"{option} " in out, option
+    assert "even" in out and "burst" in out and "json" in out
 
 
 def test_defaults_follow_the_spec():
@@ -161,6 +175,8 @@ def test_defaults_follow_the_spec():
     assert (config.channel_name, config.nx, config.ny) == ("pvapy:image", 256, 256)
     assert (config.datatype, config.color_mode, config.frame_rate) == ("uint8", 0, 20.0)
     assert (config.runtime, config.cache_size) == (300.0, 1000)
+    # SPEC 3.4: frames go out evenly unless bursts are asked for.
+    assert (config.pacing, config.report_format) == ("even", "text")
 
 
 def test_long_option_names():
@@ -194,6 +210,10 @@ def test_long_option_names():
             "2",
             "--metadata-pv",
             "pva://m",
+            "--pacing",
+            "burst",
+            "--report-format",
+            "json",
         ]
     )
     config = sim.config_from_args(args)
@@ -202,6 +222,7 @@ def test_long_option_names():
     assert (config.start_delay, config.shutdown_delay, config.report_period) == (0, 1, 7)
     assert config.mmap_mode and config.metadata_pvs == "pva://m"
     assert (config.min_value, config.max_value) == (1, 2)
+    assert (config.pacing, config.report_format) == ("burst", "json")
 
 
 def test_metadata_pv_parsing():
@@ -226,3 +247,40 @@ def test_config_errors_raise_usage_error_from_python():
         Simulator(SimulatorConfig(color_mode=1))
     with pytest.raises(UsageError, match="--frame-rate"):
         Simulator(SimulatorConfig(frame_rate=float("inf")))
+    with pytest.raises(UsageError, match="--pacing"):
+        Simulator(SimulatorConfig(pacing="bursty"))
+    with pytest.raises(UsageError, match="--report-format"):
+        Simulator(SimulatorConfig(report_format="yaml"))
+
+
+def test_report_line_and_object_carry_the_same_figures():
+    stats = SimulatorStats("cam:image", 1000.0, "burst", n_sent=2000, elapsed=2.0, cpu=0.5,
+                           max_lag=0.003, gap_p50=0.0001, gap_p99=0.0012)  # fmt: skip
+    line = stats.line(final=True)
+    # The words the readers of the text output parse (tests/harness.py, pvhpc run).
+    assert line.startswith("cam:image: done, sent 2000 frames in 2.000 s, 1000.00 fps")
+    assert "(requested 1000, pacing burst)" in line
+    assert "gap p50 0.100 ms p99 1.200 ms" in line
+    assert "cpu 25%" in line and "max lag 3.00 ms" in line
+    record = json.loads(json.dumps(stats.as_dict(final=True)))
+    assert record == {
+        "event": "report", "channel": "cam:image", "mode": "burst", "nSent": 2000,
+        "elapsed": 2.0, "rate": 1000.0, "requestedRate": 1000.0, "cpu": 25.0,
+        "maxLag": 0.003, "gapP50": 0.0001, "gapP99": 0.0012, "nRestarts": 0, "final": True,
+    }  # fmt: skip
+    before = SimulatorStats("cam:image", 10.0)
+    assert before.pacing == "even" and "gap" not in before.line()
+    assert before.as_dict()["gapP50"] is None and before.as_dict()["final"] is False
+
+
+def test_gap_stats_use_the_recent_publish_times():
+    times = np.zeros(8)
+    # Frames 1..10 published at k * 10 ms, except frame 10, 50 ms after frame 9;
+    # the buffer holds the last 8 (frame k at k % 8).
+    for k in range(1, 11):
+        times[k % 8] = 0.01 * k + (0.04 if k == 10 else 0.0)
+    p50, p99 = _gap_stats(times, 0, 10)
+    assert p50 == pytest.approx(0.01) and 0.04 < p99 <= 0.05
+    assert _gap_stats(times, 8, 10)[0] == pytest.approx(0.03)  # the gaps before 9 and 10
+    assert _gap_stats(times, 0, 1) == (None, None)
+    assert _gap_stats(times, 0, 0) == (None, None)

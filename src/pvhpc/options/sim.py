@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..simulator import COLOR_MODES, DATATYPES, SimulatorConfig
+from ..simulator import COLOR_MODES, DATATYPES, PACING_MODES, REPORT_FORMATS, SimulatorConfig
 from .common import Parser, add_version, log_level, number
 
 __all__ = ["PROG", "build_parser", "config_from_args"]
@@ -81,6 +81,16 @@ def build_parser(prog: str = PROG) -> Parser:
         "-fps", "--frame-rate", type=_positive_float, default=20.0, help="frames per second [20]"
     )
     p.add_argument(
+        "-pm",
+        "--pacing",
+        default="even",
+        choices=list(PACING_MODES),
+        metavar="MODE",
+        help="even: one frame per deadline, evenly spaced, as a detector sends them; "
+        "burst: wake up at most once per ms and publish every frame due by then "
+        "(less CPU above 1 kHz, frames in bursts of fps/1000) [even]",
+    )
+    p.add_argument(
         "-rt",
         "--runtime",
         type=_float,
@@ -149,6 +159,15 @@ def build_parser(prog: str = PROG) -> Parser:
         help="print a report every this many frames, 0 = only at the end [0]",
     )
     p.add_argument(
+        "-rf",
+        "--report-format",
+        default="text",
+        choices=list(REPORT_FORMATS),
+        metavar="FORMAT",
+        help="text: report lines for people; json: the start line and every report as "
+        "one JSON object per line on stdout [text]",
+    )
+    p.add_argument(
         "-cd",
         "--compression-codec",
         default=None,
@@ -192,4 +211,6 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
         shutdown_delay=args.shutdown_delay,
         report_period=args.report_period,
         compression_codec=args.compression_codec,
+        pacing=args.pacing,
+        report_format=args.report_format,
     )
