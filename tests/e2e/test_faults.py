@@ -10,11 +10,9 @@ logged.
 
 from __future__ import annotations
 
-import datetime
 import json
 import re
 import signal
-import time
 
 import pvaccess as pva
 import pytest
@@ -103,12 +101,6 @@ def ids_of(tmp_path, i=1, tag="c") -> list[int]:
     return recorded(str(tmp_path / f"{tag}-ids-{{processorId}}.json"), i)["ids"]
 
 
-def log_time(line_match: re.Match) -> float:
-    """Wall-clock time of a log line ``YYYY-mm-dd HH:MM:SS,mmm ...``."""
-    stamp = datetime.datetime.strptime(line_match.group(1), "%Y-%m-%d %H:%M:%S,%f")
-    return stamp.timestamp()
-
-
 # -- the source appears late, restarts, goes away ------------------------------------
 
 
@@ -121,15 +113,14 @@ def test_consumer_started_long_before_its_source_gets_every_frame(procs, prefix,
     wait_for(lambda: status(prefix)["processorStats"]["runtime"] >= 8, 30, "8 s without a source")
     sim = simulator(procs, prefix, 200, 100, delay=2)
     sim.wait_for_output(r"serving", 20)
-    appeared = time.time()
-    m = c.wait_for_output(r"(\S+ \S+) INFO .*connected to " + re.escape(f"{prefix}:image"), 20)
-    latency = log_time(m) - appeared
+    c.wait_for_output(r"INFO .*connected to " + re.escape(f"{prefix}:image"), 20)
     sent = sent_by(sim, 30)
     wait_accounted([f"{prefix}:c:1:status"], sent, procs)
     assert c.stop() == 0
     r = final_reports(c)[1]
-    print(f"connected {latency:.2f} s after the source appeared")
-    assert latency < 1.8, f"connected {latency:.2f} s after the source appeared"
+    # Frame 1 went out 2 s after the channel appeared: a consumer still backing off
+    # its search would have missed the first frames. (How fast it connects is
+    # measured in benchmarks/timings.py.)
     assert ids_of(tmp_path) == list(range(1, sent + 1))
     assert r["processorStats"]["firstObjectId"] == 1
     assert r["processorStats"]["nMissed"] == 0
@@ -487,8 +478,10 @@ def test_slow_subscribers_on_the_output_channel_never_slow_the_consumer(procs, p
     assert r["processorStats"]["nProcessed"] == sent
     assert r["processorStats"]["nMissed"] == 0
     assert r["publisherStats"]["nPublished"] == sent
-    # The consumer kept the source's pace (2 s of frames) ...
-    assert r["processorStats"]["receivingTime"] < 2.5
+    # The consumer kept the source's pace: held to its subscribers' 20 updates/s it
+    # would have overrun its 100-frame server queue within half a second of 300 fps
+    # and missed frames (its receiving time is measured in benchmarks/timings.py) ...
+    assert r["receiverStats"]["nOverruns"] == 0
     # ... while its subscribers could not.
     seen = [updates_seen(s) for s in subscribers]
     assert all(0 < n < sent / 3 for n in seen), seen
@@ -563,7 +556,24 @@ def test_collector_producer_going_away_and_coming_back(procs, prefix, tmp_path):
     assert len(ids) == r["processorStats"]["nProcessed"]
     assert accounted(r) == sent, (total, r["processorStats"], r["receiverStats"])
     assert r["receiverStats"]["nRestarts"] == 0
-    assert r["processorStats"]["nProcessed"] > sent * 0.8, "most frames made it through"
+    # Frames are lost here by design, and each one is counted as missed by the
+    # collector: (a) those the distributor had handed to producer 2 and that it had
+    # not published when it was killed (in its server queue, its monitor, its
+    # processor) go down with it; (b) the restarted producer 2 may take and publish
+    # its first frames before the collector's monitor is back on its output. Nothing
+    # else may be lost: all that producer 1 processed reached the collector, none of
+    # it rejected as late.
+    first, second = ids_of(tmp_path, 1), ids_of(tmp_path, 2)
+    collected = set(ids)
+    lost = sorted(set(range(1, sent + 1)) - collected)
+    assert r["processorStats"]["nMissed"] == len(lost) == sent - len(ids), lost
+    assert r["receiverStats"]["nRejected"] == r["collectorStats"]["nRejected"] == 0
+    assert r["processorStats"]["nErrors"] == r["receiverStats"]["nErrors"] == 0
+    assert set(first) <= collected, sorted(set(first) - collected)
+    unseen = [i for i in second if i not in collected]  # (b): a prefix of its ids
+    assert unseen == second[: len(unseen)], (unseen, second[:20])
+    killed = sorted(set(lost) - set(second))  # (a): all handed out before the restart
+    assert all(i < second[0] for i in killed), (killed, second[:5])
 
 
 # -- bad control puts, objects without a usable id ------------------------------------------

@@ -14,7 +14,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 
 import psutil
 import pytest
@@ -186,28 +185,34 @@ def recording(tmp_path, name: str) -> dict:
     }
 
 
+def assert_every_frame_arrived(out: str, sent: int) -> None:
+    """Both consumer sets of the workflow processed all ``sent`` frames, nothing
+    missed, rejected or failed, and the RESULT line says so (without "lost")."""
+    lines = loss_lines(out)
+    assert set(lines) == {"work (distributor)", "collect 1"}, out
+    for label, line in lines.items():
+        assert line["mark"] == "ok", (label, out)
+        assert line["published"] == line["processed"] == sent, (label, out)
+        assert line["missed"] == line["rejected"] == line["errors"] == 0, (label, out)
+    assert re.search(r"^RESULT: ok, every frame is accounted for$", out, re.M), out
+
+
 def test_finite_source_ends_the_run_when_the_stream_has_drained(tmp_path, prefix):
     text = workflow(
         prefix,
         consumer=recording(tmp_path, "work"),
         collector=recording(tmp_path, "collect"),
     )
-    started = time.monotonic()
     status, out = run(tmp_path, text)
-    took = time.monotonic() - started
     assert status == 0, out
     sent = frames_sent(tmp_path / "logs")
     assert sent >= RATE  # about two seconds of frames went out
+    # It ended by itself because the stream had drained: not at its --drain-timeout,
+    # nor after its counts stopped changing, nor killed by run()'s timeout. (How soon
+    # after the source it ends is measured in benchmarks/timings.py.)
     assert "stopped: the source finished and every frame arrived" in out
-    lines = loss_lines(out)
-    assert set(lines) == {"work (distributor)", "collect 1"}, out
-    for label, line in lines.items():
-        assert line["mark"] == "ok", (label, out)
-        assert line["published"] == sent, (label, out)
-        assert line["processed"] == sent, (label, out)
-        assert line["missed"] == line["rejected"] == line["errors"] == 0, (label, out)
+    assert_every_frame_arrived(out, sent)
     assert f"work (distributor) <- {prefix}:image: {sent} published = {sent} processed" in out
-    assert "RESULT: ok, every frame is accounted for" in out
     # What the processors saw: the consumers shared the frames, each exactly once,
     # and the collector put them all back in order.
     ids1 = recorded_ids(str(tmp_path / "work-1.json"))
@@ -215,8 +220,6 @@ def test_finite_source_ends_the_run_when_the_stream_has_drained(tmp_path, prefix
     assert ids1 and ids2
     assert sorted(ids1 + ids2) == list(range(1, sent + 1))
     assert recorded_ids(str(tmp_path / "collect-1.json")) == list(range(1, sent + 1))
-    # It ended by itself soon after the source: not at a timeout.
-    assert took < 40, out
 
 
 def test_duration_stops_an_endless_source(tmp_path, prefix):
@@ -225,11 +228,10 @@ def test_duration_stops_an_endless_source(tmp_path, prefix):
     assert "stopped: duration of 2 s reached" in out
     sent = frames_sent(tmp_path / "logs")
     assert sent >= RATE // 4, out  # it was streaming when the duration ran out
-    lines = loss_lines(out)
-    assert lines["work (distributor)"]["published"] == sent, out
-    assert lines["collect 1"]["processed"] > 0, out
-    assert all(line["mark"] in ("ok", "loss") for line in lines.values()), out
-    assert "RESULT: ok, every frame is accounted for" in out
+    # Stopped mid-stream, yet nothing stays in flight: the source stops first and
+    # keeps its channel up for a moment so that what it published arrives (the
+    # consumers have server queues), then each stage drains before the next stops.
+    assert_every_frame_arrived(out, sent)
 
 
 def test_ctrl_c_stops_every_stage_cleanly(tmp_path, prefix):
@@ -275,9 +277,9 @@ def test_ctrl_c_stops_every_stage_cleanly(tmp_path, prefix):
         assert set(stage_reports(log_dir, stage, id_name)) == ids, out
     assert "failed" not in out.split("final numbers", 1)[1], out
     sent = frames_sent(log_dir)
-    lines = loss_lines(out)
-    assert lines["work (distributor)"]["published"] == sent, out
-    assert "RESULT: ok, every frame is accounted for" in out
+    # Ctrl-C stops the stages upstream first, each draining: every frame the source
+    # published arrives (as with a duration).
+    assert_every_frame_arrived(out, sent)
 
 
 FAILING_START = """\

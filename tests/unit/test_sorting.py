@@ -79,19 +79,48 @@ def test_resize_at_runtime_releases_surplus():
 
 @settings(max_examples=200, deadline=None)
 @given(n=st.integers(1, 200), producers=st.integers(1, 6), seed=st.integers(0, 10**6))
-def test_interleaved_producers_come_out_sorted(n, producers, seed):
-    # Each producer's own stream is in order; the merge of them must be too, given a
-    # cache at least as large as the producers' skew.
+def test_interleaved_producers_come_out_sorted_and_complete(n, producers, seed):
+    # Producer p sends the ids i with i % producers == p, in order. The frames go out
+    # in rounds of `producers` consecutive ids, each round in a random producer order:
+    # no producer is ever more than two rounds ahead of another, so a cache of two
+    # rounds holds the whole skew and nothing may be rejected.
+    rng = random.Random(seed)
+    order = []
+    for first in range(1, n + 1, producers):
+        round_ = list(range(first, min(first + producers, n + 1)))
+        rng.shuffle(round_)
+        order += round_
+    cache, out = make(producers * 2, producers=producers)
+    for oid in order:
+        assert cache.add(oid, oid, oid % producers) is True
+    cache.flush()
+    assert out == list(range(1, n + 1))
+    assert cache.n_rejected == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(n=st.integers(1, 200), producers=st.integers(1, 6), seed=st.integers(0, 10**6))
+def test_skew_beyond_the_cache_rejects_exactly_the_late_ids(n, producers, seed):
+    # Any interleaving of in-order producer streams, with skew unbounded: an id is
+    # rejected exactly when it arrives below the last released id, every other id
+    # is released once and in order, and the count says how many were rejected.
     rng = random.Random(seed)
     streams = [[i for i in range(1, n + 1) if i % producers == p] for p in range(producers)]
     cache, out = make(producers * 2, producers=producers)
+    rejected = []
     while any(streams):
         index = rng.choice([k for k, s in enumerate(streams) if s])
         oid = streams[index].pop(0)
-        cache.add(oid, oid, index)
+        late = cache.last_released is not None and oid < cache.last_released
+        accepted = cache.add(oid, oid, index)
+        assert accepted is not late, (oid, cache.last_released)
+        if not accepted:
+            rejected.append(oid)
     cache.flush()
-    assert out == sorted(out)
-    assert len(out) + cache.n_rejected == n
+    assert out == sorted(set(out))
+    assert sorted(out + rejected) == list(range(1, n + 1))
+    assert cache.n_rejected == len(rejected)
+    assert cache.n_duplicates == 0
 
 
 def test_idle_cache_releases_the_end_of_a_stream():
