@@ -11,6 +11,7 @@ at once; the answer appears in ``statusMessage``.
 from __future__ import annotations
 
 import logging
+import numbers
 import queue
 import threading
 import time
@@ -25,13 +26,14 @@ _TIMESTAMP = {"secondsPastEpoch": pva.LONG, "nanoseconds": pva.INT, "userTag": p
 
 
 def pva_type_for(value: Any) -> Any:
-    """The PVA type a statistics value is published as: ints LONG, floats (float
-    subclasses too) DOUBLE, dicts a structure, anything else STRING."""
+    """The PVA type a statistics value is published as: integers LONG, other real
+    numbers DOUBLE (float subclasses and numpy scalars too), dicts a structure,
+    anything else STRING."""
     if isinstance(value, bool):
         return pva.BOOLEAN
-    if isinstance(value, int):
+    if isinstance(value, numbers.Integral):
         return pva.LONG
-    if isinstance(value, float):
+    if isinstance(value, numbers.Real):
         return pva.DOUBLE
     if isinstance(value, dict):
         return pva_structure(value)
@@ -203,18 +205,21 @@ class DataPublisher:
             )
 
     def _convert(self, pvObject: Any) -> Any:
-        """A copy of the record's type holding ``pvObject``'s values, or None."""
+        """A copy of the record's type holding ``pvObject``'s values, or None (also
+        when the two have no field in common: there would be nothing to publish)."""
         template = self._template
         if template is None:
             return None
         out = template.copy()
+        copied = 0
         try:
             for name in self._fields:
                 if pvObject.hasField(name):
                     out[name] = pvObject[name]
+                    copied += 1
         except Exception:  # noqa: BLE001 - a field of another type: not convertible
             return None
-        return out
+        return out if copied else None
 
     def reset_stats(self) -> None:
         self.n_published = self.n_errors = self.n_converted = 0
