@@ -301,8 +301,12 @@ class StageServer:
         without ``wait=``) reaches the record's write callback. One that does not
         (p4p's ``put(..., wait=True)`` asks for ``process=passive``) only changes the
         record's fields: a monitor on the record, from this process, sees those
-        changes, and every change that is neither a processed put nor an answer of
-        ours is taken as a command too.
+        changes. Once that monitor is up, every change that is not an answer of ours
+        is a command, and the write callback is ignored: it sees a processed put too,
+        but from another thread, sometimes before and sometimes after the monitor (and
+        the record it then reads may already hold our answer), so a put taken from
+        both was run twice. Until the monitor is up (or if it cannot connect) the
+        write callback brings the commands.
         """
         if not channel:
             return
@@ -317,6 +321,7 @@ class StageServer:
             "statusMessage": pva.STRING,
         }
         self._known_updates: list[tuple] = []
+        self._monitor_live = False
         self._known_lock = threading.Lock()
         self._last_answer_time = 0.0
         self.add_record(
@@ -340,6 +345,7 @@ class StageServer:
         def on_update(pv: Any) -> None:  # pvaccess client thread
             if not first.is_set():
                 first.set()  # the record's value when the monitor connected
+                self._monitor_live = True
                 return
             key = _control_key(pv)
             with self._known_lock:
@@ -372,6 +378,8 @@ class StageServer:
     def _on_control_write(self, pv: Any) -> None:
         # Runs in the server's thread, for a put that processes the record: hand over
         # and return, so the put completes. Its change reaches our monitor too.
+        if self._monitor_live:
+            return  # the record's monitor brings this put (see setup_control)
         try:
             self._remember(_control_key(pv))
             self._commands.put((pv["command"], pv["args"]))
