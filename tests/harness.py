@@ -262,7 +262,7 @@ def wait_accounted(
 
     def settled():
         now = time.monotonic()
-        total = sum(accounted(pv_get(ch)) for ch in status_channels)
+        total = sum(accounted(pv_get(ch).get()) for ch in status_channels)
         history.append((now, total))
         if total >= expected:
             return True

@@ -11,6 +11,7 @@ at once; the answer appears in ``statusMessage``.
 from __future__ import annotations
 
 import logging
+import numbers
 import queue
 import threading
 import time
@@ -25,13 +26,14 @@ _TIMESTAMP = {"secondsPastEpoch": pva.LONG, "nanoseconds": pva.INT, "userTag": p
 
 
 def pva_type_for(value: Any) -> Any:
-    """The PVA type a statistics value is published as: ints LONG, floats (float
-    subclasses too) DOUBLE, dicts a structure, anything else STRING."""
+    """The PVA type a statistics value is published as: integers LONG, other real
+    numbers DOUBLE (float subclasses and numpy scalars too), dicts a structure,
+    anything else STRING."""
     if isinstance(value, bool):
         return pva.BOOLEAN
-    if isinstance(value, int):
+    if isinstance(value, numbers.Integral):
         return pva.LONG
-    if isinstance(value, float):
+    if isinstance(value, numbers.Real):
         return pva.DOUBLE
     if isinstance(value, dict):
         return pva_structure(value)
@@ -219,18 +221,21 @@ class DataPublisher:
             )
 
     def _convert(self, pvObject: Any) -> Any:
-        """A copy of the record's type holding ``pvObject``'s values, or None."""
+        """A copy of the record's type holding ``pvObject``'s values, or None (also
+        when the two have no field in common: there would be nothing to publish)."""
         template = self._template
         if template is None:
             return None
         out = template.copy()
+        copied = 0
         try:
             for name in self._fields:
                 if pvObject.hasField(name):
                     out[name] = pvObject[name]
+                    copied += 1
         except Exception:  # noqa: BLE001 - a field of another type: not convertible
             return None
-        return out
+        return out if copied else None
 
     def reset_stats(self) -> None:
         self.n_published = self.n_errors = self.n_converted = 0
@@ -312,8 +317,12 @@ class StageServer:
         without ``wait=``) reaches the record's write callback. One that does not
         (p4p's ``put(..., wait=True)`` asks for ``process=passive``) only changes the
         record's fields: a monitor on the record, from this process, sees those
-        changes, and every change that is neither a processed put nor an answer of
-        ours is taken as a command too.
+        changes. Once that monitor is up, every change that is not an answer of ours
+        is a command, and the write callback is ignored: it sees a processed put too,
+        but from another thread, sometimes before and sometimes after the monitor (and
+        the record it then reads may already hold our answer), so a put taken from
+        both was run twice. Until the monitor is up (or if it cannot connect) the
+        write callback brings the commands.
         """
         if not channel:
             return
@@ -328,6 +337,7 @@ class StageServer:
             "statusMessage": pva.STRING,
         }
         self._known_updates: list[tuple] = []
+        self._monitor_live = False
         self._known_lock = threading.Lock()
         self._last_answer_time = 0.0
         self.add_record(
@@ -351,6 +361,7 @@ class StageServer:
         def on_update(pv: Any) -> None:  # pvaccess client thread
             if not first.is_set():
                 first.set()  # the record's value when the monitor connected
+                self._monitor_live = True
                 return
             key = _control_key(pv)
             with self._known_lock:
@@ -383,6 +394,8 @@ class StageServer:
     def _on_control_write(self, pv: Any) -> None:
         # Runs in the server's thread, for a put that processes the record: hand over
         # and return, so the put completes. Its change reaches our monitor too.
+        if self._monitor_live:
+            return  # the record's monitor brings this put (see setup_control)
         try:
             self._remember(_control_key(pv))
             self._commands.put((pv["command"], pv["args"]))

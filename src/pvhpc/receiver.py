@@ -68,8 +68,9 @@ _pin_thread_state = _thread_state_pinner()
 _pinned_threads: set[int] = set()
 _get_ident = threading.get_ident
 
+# BYTE is not among them: pvaccess reads a BYTE field as a one-character string
+# (and fails on negative values), not as an integer.
 _TYPED_GETTERS = {
-    pva.ScalarType.BYTE: "getByte",
     pva.ScalarType.UBYTE: "getUByte",
     pva.ScalarType.SHORT: "getShort",
     pva.ScalarType.USHORT: "getUShort",
@@ -87,7 +88,8 @@ def id_getter(pv: Any, field: str) -> Callable[[Any], int]:
     integer scalar.
     """
     ftype = _field_type(pv.getIntrospectionDict(), field)
-    name = _TYPED_GETTERS.get(ftype)
+    # An array ([type]) or a structure (dict) is no scalar (and not hashable).
+    name = _TYPED_GETTERS.get(ftype) if isinstance(ftype, pva.ScalarType) else None
     if name is None:
         raise TypeError(f"object id field {field!r} is not an integer (it is {ftype})")
     method = getattr(type(pv), name)
@@ -455,16 +457,26 @@ class Receiver:
             return
         get_id = self._get_id
         try:
-            if get_id is None:
-                get_id = self._get_id = id_getter(pv, self.oid_field)
-            oid = get_id(pv)
-        except Exception as exc:  # malformed object: counted, the stream goes on
-            self._get_id = None
-            self.n_errors += 1
-            self._log_bad_object(exc)
-            return
+            oid = get_id(pv) if get_id is not None else self._read_id(pv)
+        except Exception:
+            # The getter was made for another structure (a source re-created with
+            # another id type), or this object has no usable id.
+            try:
+                oid = self._read_id(pv)
+            except Exception as exc:  # malformed object: counted, the stream goes on
+                self.n_errors += 1
+                self._log_bad_object(exc)
+                return
         self.tracker.update(oid)
         self.deliver(pv, oid)
+
+    def _read_id(self, pv: Any) -> int:
+        """The id of ``pv`` by a getter made for its structure, kept for the next ones."""
+        self._get_id = None
+        get_id = id_getter(pv, self.oid_field)
+        oid = get_id(pv)
+        self._get_id = get_id
+        return oid
 
     def _log_bad_object(self, exc: Exception) -> None:
         now = time.monotonic()

@@ -28,6 +28,7 @@ class ReceiverQueue:
         self._items: collections.deque = collections.deque()
         self._cond = threading.Condition(threading.Lock())
         self._waiting = False
+        self._woken = False
         self._last_put = time.monotonic()
         self.n_received = 0
         self.n_rejected = 0
@@ -78,7 +79,8 @@ class ReceiverQueue:
             try:
                 while not self._ready():
                     remaining = deadline - time.monotonic()
-                    if remaining <= 0:
+                    if remaining <= 0 or self._woken:
+                        self._woken = False
                         return []
                     wait = remaining
                     if self._items and self.accumulate > 0:
@@ -95,8 +97,10 @@ class ReceiverQueue:
         return self._pop_all()
 
     def wake(self) -> None:
-        """Wake a waiting ``get_batch`` (used on stop)."""
+        """Make a waiting ``get_batch`` return now (or the next one, if none waits);
+        used on stop."""
         with self._cond:
+            self._woken = True
             self._cond.notify_all()
 
     def _pop_all(self) -> list:

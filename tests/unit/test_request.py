@@ -1,0 +1,32 @@
+"""Monitor request strings."""
+
+from pvhpc.request import monitor_request
+
+
+def test_plain_request():
+    assert monitor_request() == "field()"
+
+
+def test_server_queue_and_distributor():
+    assert (
+        monitor_request(server_queue_size=100, updates=3, group="g", set_name="A")
+        == "record[queueSize=100]field(_[pydistributor=group:g;set:A;updates:3])"
+    )
+
+
+def test_trigger_and_plugin_name():
+    assert (
+        monitor_request(distributor_plugin="distributor", trigger="uniqueId", updates=1)
+        == "field(_[distributor=trigger:uniqueId;updates:1])"
+    )
+
+
+def test_field_request_always_has_object_id():
+    assert monitor_request(field_request="value,dimension") == "field(value,dimension,uniqueId)"
+    assert (
+        monitor_request(field_request="field(objectId)", oid_field="objectId") == "field(objectId)"
+    )
+
+
+def test_field_request_ignored_with_distributor():
+    assert monitor_request(field_request="value", updates=1) == "field(_[pydistributor=updates:1])"
