@@ -99,7 +99,7 @@ def test_get_stats_publishes_the_current_statistics(make_stage):
     channel = c.config.status_channel
     assert pv_get(channel)["objectId"] == 0
     for i in (1, 2, 3):
-        c.process_one(frame(i))
+        c.process_one(frame(i), i)
     assert c.handle_command("get_stats", "") == "Statistics published on the status channel"
     status = pv_get(channel)
     assert status["objectId"] == 1
@@ -111,7 +111,7 @@ def test_reset_stats_zeroes_every_count_and_publishes(make_stage):
     c = make_stage()
     for i in (1, 2, 3):
         c.queue.put(frame(i))
-        c.process_one(frame(i))
+        c.process_one(frame(i), i)
     c.tracker.update(1)
     c.tracker.update(3)
     c.receiver.n_received = 3  # as its monitor thread counts
@@ -239,7 +239,7 @@ def test_configure_args_that_are_no_json_object_change_nothing(make_stage, args,
 )
 def test_unknown_and_empty_commands_change_nothing(make_stage, command, answer):
     c = make_stage()
-    c.process_one(frame(1))
+    c.process_one(frame(1), 1)
     before = consumer_state(c)
     assert c.handle_command(command, '{"receiverQueueSize": 1}') == answer
     assert consumer_state(c) == before

@@ -43,8 +43,9 @@ class Delivered:
     def __init__(self):
         self.ids: list[int] = []
 
-    def __call__(self, pv) -> None:
-        self.ids.append(pv["uniqueId"])
+    def __call__(self, pv, oid) -> None:
+        assert oid == pv["uniqueId"]
+        self.ids.append(oid)
 
 
 _made: list[Receiver] = []
