@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import pvaccess as pva
 
 __all__ = ["StageServer", "DataPublisher", "pva_structure", "pva_type_for"]
@@ -89,7 +90,23 @@ def blank_of(pv: Any) -> Any:
         blank = pva.NtNdArray(extras) if extras else pva.NtNdArray()
         if blank.getIntrospectionDict() == pv.getIntrospectionDict():
             return blank
-    return pva.PvObject(structure)
+    # Another layout (p4p's NTNDArray has no descriptor or display): a copy keeps its
+    # type ids; the frame's own fields are emptied.
+    blank = pv.copy()
+    empty = {
+        "uniqueId": 0,
+        "value": ({"ubyteValue": np.empty(0, np.uint8)},),
+        "dimension": [],
+        "compressedSize": 0,
+        "uncompressedSize": 0,
+    }
+    for name, value in empty.items():
+        if name in structure:
+            try:
+                blank[name] = value
+            except Exception:  # noqa: BLE001 - a field of another type: left as it was
+                pass
+    return blank
 
 
 class DataPublisher:
