@@ -227,13 +227,37 @@ def accounted(report: dict) -> int:
     return loss_formula(stage_counts(report))
 
 
-def sim_frames_sent(proc: Proc) -> int:
-    """Frames the simulator says it published, from its final report."""
-    m = re.search(
-        r"(?i)(?:sent|published)\D{0,20}(\d+) frames|(\d+) frames (?:sent|published)", proc.output()
+def sim_serving(proc: Proc, timeout: float = 30) -> dict:
+    """The simulator's start event (it runs with ``-rf json``): it is serving."""
+    return wait_for(
+        lambda: next((r for r in json_reports(proc) if r.get("event") == "serving"), None),
+        timeout,
+        f"{proc.name} to start serving",
     )
-    assert m, f"no final frame count in simulator output:\n{proc.output()[-2000:]}"
-    return int(m.group(1) or m.group(2))
+
+
+def sim_final_report(proc: Proc, timeout: float = 0) -> dict:
+    """The simulator's final JSON report (it runs with ``-rf json``), waiting up to
+    ``timeout`` seconds for it; fails early if the simulator exits without one."""
+
+    def final():
+        exited = proc.popen.poll() is not None
+        reports = [r for r in json_reports(proc) if r.get("event") == "report" and r["final"]]
+        assert reports or not exited, (
+            f"{proc.name} exited without a final report:\n{proc.output()[-2000:]}"
+        )
+        return reports[-1] if reports else None
+
+    if timeout <= 0:
+        report = final()
+        assert report, f"no final report in simulator output:\n{proc.output()[-2000:]}"
+        return report
+    return wait_for(final, timeout, f"{proc.name}'s final report")
+
+
+def sim_frames_sent(proc: Proc, timeout: float = 0) -> int:
+    """Frames the simulator says it published, from its final JSON report."""
+    return int(sim_final_report(proc, timeout)["nSent"])
 
 
 def wait_all_receiving(statuses: list[str], procs: ProcessGroup, timeout: float = 40) -> None:

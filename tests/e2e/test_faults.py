@@ -25,6 +25,7 @@ from harness import (
     final_reports,
     pv_get,
     recorded,
+    sim_frames_sent,
     wait_accounted,
     wait_all_receiving,
     wait_for,
@@ -80,6 +81,8 @@ def simulator(procs, prefix, frames, fps, *extra, size=32, delay=4, name="sim"):
         delay,
         "-shd",
         "120",
+        "-rf",
+        "json",
         *extra,
         name=name,
     )
@@ -94,7 +97,7 @@ def wait_received(procs, prefix, ids=(1,), tag="c"):
 
 
 def sent_by(sim, timeout) -> int:
-    return int(sim.wait_for_output(r"done, sent (\d+) frames", timeout).group(1))
+    return sim_frames_sent(sim, timeout)
 
 
 def ids_of(tmp_path, i=1, tag="c") -> list[int]:

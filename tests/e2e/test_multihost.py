@@ -127,7 +127,8 @@ def latest(proc: Proc, id_name: str) -> dict:
     """The latest JSON report of each stage id a process printed."""
     out: dict = {}
     for r in json_reports(proc):
-        out[r[id_name]] = r
+        if id_name in r:  # the parent's set report (kind consumer-set) has no stage id
+            out[r[id_name]] = r
     return out
 
 

@@ -18,7 +18,7 @@ import sys
 import psutil
 import pytest
 
-from harness import RECORDING_PROCESSOR, final_reports, pv_get, wait_for
+from harness import RECORDING_PROCESSOR, final_reports, json_lines, pv_get, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -29,7 +29,6 @@ SUMMARY_LINE = re.compile(
     r"\+ (?P<rejected>\d+) rejected \+ (?P<errors>\d+) errors",
     re.M,
 )
-SENT = re.compile(r": done, sent (\d+) frames")
 
 
 def workflow(
@@ -146,10 +145,12 @@ def loss_lines(out: str) -> dict[str, dict]:
 
 
 def frames_sent(log_dir) -> int:
+    """The simulator's count from its final JSON report (``pvhpc run`` starts it
+    with ``--report-format json``)."""
     with open(os.path.join(log_dir, "sim.out")) as f:
-        m = SENT.search(f.read())
-    assert m, "the simulator did not print its final count"
-    return int(m.group(1))
+        finals = [r for r in json_lines(f.read()) if r.get("event") == "report" and r["final"]]
+    assert finals, "the simulator did not print its final count"
+    return int(finals[-1]["nSent"])
 
 
 def recorded_ids(path: str) -> list[int]:

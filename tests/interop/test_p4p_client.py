@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from p4p_source import P4pMonitor, p4p_context, p4p_get, unique_id
 
-from harness import final_reports, pv_get, wait_accounted, wait_for
+from harness import final_reports, pv_get, sim_frames_sent, wait_accounted, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -51,12 +51,14 @@ def start_sim(procs, prefix, path):
         "3",
         "-shd",
         "60",
+        "-rf",
+        "json",
         name="sim",
     )
 
 
 def frames_sent(sim) -> int:
-    return int(sim.wait_for_output(r"done, sent (\d+) frames", N_FRAMES / FPS + 30).group(1))
+    return sim_frames_sent(sim, N_FRAMES / FPS + 30)
 
 
 def assert_frames_equal(values: list, data: np.ndarray, sent: int, where: str) -> None:

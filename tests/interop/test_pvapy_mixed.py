@@ -23,7 +23,16 @@ from pvapy_support import (
     start_reference,
 )
 
-from harness import RECORDING_PROCESSOR, control, final_reports, pv_get, recorded, wait_for
+from harness import (
+    RECORDING_PROCESSOR,
+    control,
+    final_reports,
+    pv_get,
+    recorded,
+    sim_frames_sent,
+    sim_serving,
+    wait_for,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -51,9 +60,11 @@ def start_sim(procs, prefix):
         START_DELAY,
         "-shd",
         "120",
+        "-rf",
+        "json",
         name="sim",
     )
-    sim.wait_for_output(r"first frame in", 30)
+    sim_serving(sim, 30)
     return sim
 
 
@@ -142,7 +153,7 @@ def test_reference_consumers_feed_our_collector(procs, prefix, tmp_path):
         procs=procs,
     )
     assert_not_started(p, started)
-    sent = int(sim.wait_for_output(r"done, sent (\d+) frames", 60).group(1))
+    sent = sim_frames_sent(sim, 60)
 
     wait_for(
         lambda: pv_get(status)["collectorStats"]["nCollected"] >= sent,
@@ -256,7 +267,7 @@ def test_our_consumers_feed_the_reference_collector(procs, prefix, tmp_path):
 
     wait_for(producers_connected, 40, "the reference collector to connect", procs=procs)
     assert_not_started(p, started)
-    sent = int(sim.wait_for_output(r"done, sent (\d+) frames", 60).group(1))
+    sent = sim_frames_sent(sim, 60)
 
     def recorded_ids():
         if not os.path.exists(ids_file):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from pvapy_support import FrameRecorder, processor_file
 
-from harness import final_reports, pv_get, wait_for
+from harness import final_reports, pv_get, sim_frames_sent, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -58,6 +58,8 @@ def simulate(procs, prefix, frames_per_second, seconds, *extra):
         "-shd",
         "120",
         *extra,
+        "-rf",
+        "json",
         name="sim",
     )
     status = f"{prefix}:c:1:status"
@@ -91,7 +93,7 @@ def test_moving_average_runs_unchanged(procs, prefix, tmp_path):
     )
     out = recorder(procs, prefix, ("nAveraged", "firstFrameId"))
     sim = simulate(procs, prefix, 20, 2, "-if", tmp_path / "frames.npy", "-nf", "5")
-    sent = int(sim.wait_for_output(r"done, sent (\d+) frames", 60).group(1))
+    sent = sim_frames_sent(sim, 60)
     wait_for(lambda: out.count() >= sent, 30, f"{sent} averaged frames", procs=procs)
     assert proc.stop() == 0
     out.close()
@@ -134,7 +136,7 @@ def test_metadata_associator_runs_unchanged(procs, prefix):
     )
     out = recorder(procs, prefix, ("attribute", "timeStamp"))
     sim = simulate(procs, prefix, 50, 2, "-nx", "32", "-ny", "32", "-mpv", channels)
-    sent = int(sim.wait_for_output(r"done, sent (\d+) frames", 60).group(1))
+    sent = sim_frames_sent(sim, 60)
     wait_for(lambda: out.count() >= sent, 30, f"{sent} frames with metadata", procs=procs)
     assert proc.stop() == 0
     out.close()

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from pvapy_support import REFERENCE_PASSTHROUGH, FrameRecorder, processor_file
 
-from harness import final_reports, pv_get, wait_for
+from harness import final_reports, pv_get, sim_frames_sent, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -129,10 +129,12 @@ def run_split_stitch(procs, prefix, tmp_path, frames, tile, fps, seconds):
         "3",
         "-shd",
         "300",
+        "-rf",
+        "json",
         name="sim",
     )
     wait_connected(procs, f"{p}:split:1:status")
-    sent = int(sim.wait_for_output(r"done, sent (\d+) frames", 60 + seconds).group(1))
+    sent = sim_frames_sent(sim, 60 + seconds)
     assert sent > 0
     wait_for(
         lambda: pv_get(f"{p}:collector:1:status")["processorStats"]["nProcessed"] >= N_TILES * sent,

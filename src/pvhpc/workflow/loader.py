@@ -222,7 +222,7 @@ def _load_stage(path: str, name: Any, raw: Any, line: int, env: dict, prefix: st
     stage.options = values
     stage.base_dir = os.path.dirname(os.path.abspath(path))
     stage.argv = build_argv(stage, parser, values, fail_at)
-    if stage_type in ("consumer", "collector", "mirror"):
+    if stage_type in ("consumer", "collector", "mirror", "sim"):
         # pvhpc run reads the stages' numbers from their JSON reports.
         stage.argv.append("--report-format=json")
     parser.raise_errors = True

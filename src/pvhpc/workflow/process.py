@@ -80,10 +80,6 @@ def final_reports(reports: Iterable[dict], id_name: str) -> dict[int, dict]:
     return {**latest, **finals}
 
 
-# The simulator's human report line; read until it reports in JSON as well.
-_SENT = re.compile(r": (done, )?sent (\d+) frames in ([\d.]+) s, ([\d.]+) fps")
-
-
 class StageProcess:
     """One workflow stage's command (``python -m pvhpc <type> …``), its output in files.
 
@@ -151,14 +147,6 @@ class StageProcess:
         self._out_tail = lines.pop()
         for report in json_lines("\n".join(lines)):
             self._take(report)
-        if self.stage.type == "sim":
-            for line in lines:
-                if ": serving " in line:
-                    self.serving = True
-                m = _SENT.search(line)
-                if m:
-                    self.sent, self.rate = int(m.group(2)), float(m.group(4))
-                    self.source_done = self.source_done or bool(m.group(1))
 
     def _take(self, report: dict) -> None:
         if report.get("event") in ("serving", "mirroring"):
