@@ -185,21 +185,24 @@ class IdTracker:
 
 
 class IdRuns:
-    """Object ids as arithmetic runs ``[start, step, count]``: 1,3,5,7 is one run.
+    """Object ids as arithmetic runs ``[start, step, count, epoch]``: 1,3,5,7 is one run.
 
     :meth:`add` is called by one thread (the processing thread) once per object;
     :meth:`take` by another (the main thread) to report what was added since the
     last call, as closed runs and the run still open (which may grow, and is
     reported again next time). A consumer of a distributor set adds one run per
-    ``--distributor-updates`` batch at most, so reports stay small.
+    ``--distributor-updates`` batch at most, so reports stay small. ``epoch`` is
+    the number of source restarts before the ids added now (set by the caller when
+    it sees one); a restart always starts a new run, which carries it.
     """
 
-    __slots__ = ("runs", "_last", "n", "_lock")
+    __slots__ = ("runs", "_last", "n", "epoch", "_lock")
 
     def __init__(self) -> None:
         self.runs: list[list[int]] = []
         self._last: list[int] | None = None
         self.n = 0
+        self.epoch = 0
         # Taken to start a run (once per batch of ids) and by take(); growing the
         # open run is a plain write that take() may see a moment late.
         self._lock = threading.Lock()
@@ -208,8 +211,8 @@ class IdRuns:
         """Add one id (in arrival order)."""
         self.n += 1
         r = self._last
-        if r is not None:
-            start, step, count = r
+        if r is not None and r[3] == self.epoch:
+            start, step, count = r[0], r[1], r[2]
             if count == 1 and oid > start:
                 r[1] = oid - start
                 r[2] = 2
@@ -217,7 +220,7 @@ class IdRuns:
             if oid == start + step * count:
                 r[2] = count + 1
                 return
-        r = [oid, 1, 1]
+        r = [oid, 1, 1, self.epoch]
         with self._lock:
             self._last = r
             self.runs.append(r)

@@ -20,7 +20,10 @@ class SortingCache:
     Each producer's own stream arrives in id order, so once every producer has sent
     an id above X, nothing more with id X can come: objects below that *watermark*
     are released at once. If a producer stalls, the cache still releases its lowest
-    ids whenever it holds more than ``size`` objects. Objects with the id last
+    ids whenever it holds more than ``size`` objects; and a producer that has sent
+    nothing for ``gap_timeout`` seconds while others have (it died, or its consumer
+    did) is left out of the watermark until it sends again (:meth:`leave_out_silent`),
+    so the others' objects are not held for ids that will never come. Objects with the id last
     released (tiles of one frame) are released with it; an object whose id is
     below the last released id arrived too late and is rejected (counted, never
     released). An object equal to one already held or released with its id (same
@@ -37,10 +40,17 @@ class SortingCache:
         step: int = 1,
         n_producers: int = 1,
         on_reject: Callable[[int], None] | None = None,
+        gap_timeout: float = 0.0,
     ):
         self.size = max(1, int(size))
         self.step = max(1, int(step))
+        self.gap_timeout = float(gap_timeout)
         self._producer_last: list = [None] * max(1, n_producers)
+        #: When each producer last sent (monotonic); None before the stream began.
+        self._producer_seen: list = [None] * max(1, n_producers)
+        #: Producers left out of the watermark, each with when it was left out.
+        self.silent: dict[int, float] = {}
+        self._first_add: float | None = None
         self._watermark = None
         self._release = release
         #: Called with the id of every rejected object (with the lock held).
@@ -73,10 +83,14 @@ class SortingCache:
         """Add one object from producer index ``producer``; False if rejected as too late."""
         with self._lock:
             self.n_added += 1
-            self.last_add = time.monotonic()
-            lasts = self._producer_last
-            lasts[producer] = oid
-            self._watermark = None if None in lasts else min(lasts)
+            now = self.last_add = time.monotonic()
+            if self._first_add is None:
+                self._first_add = now
+            self._producer_last[producer] = oid
+            self._producer_seen[producer] = now
+            if producer in self.silent:
+                del self.silent[producer]
+            self._update_watermark()
             last = self.last_released
             if last is not None and oid < last:
                 self.n_rejected += 1
@@ -101,6 +115,37 @@ class SortingCache:
                 self.max_held = len(self._heap)
             self._release_ready()
             return True
+
+    def _update_watermark(self) -> None:
+        silent = self.silent
+        lasts = [v for i, v in enumerate(self._producer_last) if i not in silent]
+        self._watermark = None if not lasts or None in lasts else min(lasts)
+
+    def leave_out_silent(self) -> list[int]:
+        """Leave out of the watermark each producer that sent nothing for
+        ``gap_timeout`` seconds while another one did, and release what no longer
+        waits; returns the producers newly left out (their ids, when released past,
+        count as missed downstream). Called periodically; no-op with timeout 0."""
+        timeout = self.gap_timeout
+        if timeout <= 0 or len(self._producer_last) < 2:
+            return []
+        with self._lock:
+            if self._first_add is None:
+                return []
+            now = time.monotonic()
+            if now - self.last_add >= timeout:
+                return []  # the whole stream paused: release_idle's case, not a gap
+            newly = [
+                i
+                for i, seen in enumerate(self._producer_seen)
+                if i not in self.silent and now - (seen or self._first_add) >= timeout
+            ]
+            if newly:
+                for i in newly:
+                    self.silent[i] = now
+                self._update_watermark()
+                self._release_ready()
+            return newly
 
     def _release_ready(self) -> None:
         heap = self._heap
@@ -149,6 +194,9 @@ class SortingCache:
         with self._lock:
             self.n_added = self.n_released = self.n_rejected = self.n_duplicates = 0
             self._producer_last = [None] * len(self._producer_last)
+            self._producer_seen = [None] * len(self._producer_seen)
+            self.silent = {}
+            self._first_add = None
             self._watermark = None
             self.max_held = len(self._heap)
 

@@ -132,3 +132,63 @@ def test_idle_cache_releases_the_end_of_a_stream():
     cache.last_add -= 2
     assert cache.release_idle(1.0) == 2
     assert out == [7, 7]
+
+
+class _Clock:
+    """A hand-moved time.monotonic for the cache's silence checks."""
+
+    def __init__(self, monkeypatch):
+        self.now = 1000.0
+        monkeypatch.setattr("pvhpc.sorting.time.monotonic", lambda: self.now)
+
+
+def test_a_silent_producer_is_left_out_of_the_watermark_until_it_sends_again(monkeypatch):
+    clock = _Clock(monkeypatch)
+    out = []
+    cache = SortingCache(100, lambda pv, oid: out.append(oid), 1, 2, gap_timeout=2.0)
+    cache.add("a", 1, 0)
+    cache.add("b", 2, 1)
+    assert out == []  # both may still send another 1 (a tile)
+    # Producer 1 dies; producer 0 goes on. Everything waits for producer 1...
+    for oid in (3, 5, 7):
+        clock.now += 0.5
+        cache.add(f"p{oid}", oid, 0)
+    assert cache.leave_out_silent() == []  # 1.5 s of silence: not yet
+    assert out == [1]
+    clock.now += 0.5
+    cache.add("p9", 9, 0)
+    # ...until it has been silent for the timeout while producer 0 was not.
+    assert cache.leave_out_silent() == [1]
+    assert cache.silent == {1: clock.now}
+    assert out == [1, 2, 3, 5, 7]  # 9 may still get a sibling from producer 0
+    assert cache.leave_out_silent() == []  # said once
+    clock.now += 0.1
+    cache.add("p11", 11, 0)
+    assert out == [1, 2, 3, 5, 7, 9]
+    # It comes back: in the watermark again, and late ids from it are rejected.
+    cache.add("late", 4, 1)
+    assert cache.silent == {} and cache.n_rejected == 1
+    cache.add("p12", 12, 1)
+    cache.add("p13", 13, 0)
+    assert out == [1, 2, 3, 5, 7, 9, 11]
+
+
+def test_a_pause_of_the_whole_stream_leaves_no_producer_out(monkeypatch):
+    clock = _Clock(monkeypatch)
+    cache = SortingCache(100, lambda pv, oid: None, 1, 2, gap_timeout=1.0)
+    cache.add("a", 1, 0)
+    clock.now += 5
+    assert cache.leave_out_silent() == []  # nobody sent: release_idle's case
+    # A producer that never sent at all is silent from the stream's first object on.
+    cache.add("b", 2, 0)
+    assert cache.leave_out_silent() == [1]
+
+
+def test_gap_timeout_zero_waits_for_ever(monkeypatch):
+    clock = _Clock(monkeypatch)
+    out = []
+    cache = SortingCache(100, lambda pv, oid: out.append(oid), 1, 2, gap_timeout=0)
+    cache.add("a", 1, 0)
+    clock.now += 3600
+    cache.add("b", 2, 0)
+    assert cache.leave_out_silent() == [] and out == []

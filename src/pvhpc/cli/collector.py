@@ -28,6 +28,7 @@ def _body(argv: Sequence[str] | None) -> int:
         producer_ids=producers,
         input_channels=channels,
         cache_size=args.collector_cache_size,
+        gap_timeout=args.collector_gap_timeout,
     )
     if config.restart_failed:  # a supervising parent starts it again if it dies
         return run_group([config], factory, args.log_level, args.log_file)

@@ -7,12 +7,14 @@ import argparse
 from ..errors import UsageError
 from ..ids import format_id, parse_id_list
 from ..runtime.config import StageConfig
-from .common import Parser
+from .common import Parser, number
 from .stage import stage_config, stage_parser, validate
 
 __all__ = ["PROG", "build_parser", "producer_channels", "collector_config"]
 
 PROG = "pvapy-hpc-collector"
+
+_seconds = number(float, lambda v: 0 <= v < float("inf"), "a non-negative number of seconds")
 
 
 def build_parser(prog: str = PROG) -> Parser:
@@ -37,6 +39,14 @@ def build_parser(prog: str = PROG) -> Parser:
         default=-1,
         help="objects held for sorting before the lowest ids are released "
         "(at least the number of producers) [-1]",
+    )
+    p.add_argument(
+        "-cgt",
+        "--collector-gap-timeout",
+        type=_seconds,
+        default=5.0,
+        help="seconds a producer may send nothing while the others do before the "
+        "cache stops waiting for it (its ids count as missed); 0 waits for ever [5]",
     )
     return p  # type: ignore[return-value]
 

@@ -31,6 +31,7 @@ class Collector(Stage):
         producer_ids: list[int],
         input_channels: list[str],
         cache_size: int,
+        gap_timeout: float = 0.0,
         logger: logging.Logger | None = None,
     ):
         if config.receiver_queue_size < 0:
@@ -49,7 +50,11 @@ class Collector(Stage):
             step,
             len(producer_ids),
             on_reject=self._on_cache_reject,
+            gap_timeout=gap_timeout,
         )
+        # Ids released past each producer as missed while it was left out as silent.
+        self.missed_while_silent = [0] * len(producer_ids)
+        self._silent_seen: dict[int, float] = {}
         self.request = config.monitor_request()
         self.receivers = []
         for index, channel in enumerate(input_channels):
@@ -86,7 +91,14 @@ class Collector(Stage):
         # With the cache lock held, in id order: count the merged stream, then queue.
         if oid != self._last_tracked:
             self._last_tracked = oid
-            self.tracker.update(oid)
+            if self.cache.silent:
+                before = self.tracker.n_missed
+                self.tracker.update(oid)
+                gap = self.tracker.n_missed - before
+                for i in self.cache.silent:
+                    self.missed_while_silent[i] += gap
+            else:
+                self.tracker.update(oid)
         queue: ReceiverQueue = self.queue  # type: ignore[assignment]
         if not queue.put((oid, pv)) and self.id_runs is not None:
             self.id_runs["rejected"].add(oid)
@@ -101,6 +113,32 @@ class Collector(Stage):
         for r in self.receivers:
             r.supervise()
         self.cache.release_idle(self.IDLE_RELEASE)
+        self.cache.leave_out_silent()
+        self._tell_silence()
+
+    def _tell_silence(self) -> None:
+        """One line when a producer is left out as silent, one when it is back."""
+        now_silent = dict(self.cache.silent)
+        for i in now_silent:
+            if i not in self._silent_seen:
+                self.logger.warning(
+                    "producer %s (%s) sent nothing for %g s while the others did; "
+                    "releasing without waiting for it, its ids count as missed "
+                    "(--collector-gap-timeout)",
+                    self.producer_ids[i],
+                    self.receivers[i].channel_name,
+                    self.cache.gap_timeout,
+                )
+        for i in self._silent_seen:
+            if i not in now_silent:
+                self.logger.warning(
+                    "producer %s (%s) is sending again; %d id(s) were released past it "
+                    "as missed while it was silent",
+                    self.producer_ids[i],
+                    self.receivers[i].channel_name,
+                    self.missed_while_silent[i],
+                )
+        self._silent_seen = now_silent
 
     def start(self) -> None:
         self.setup_processor(self.receivers[0].sample)
@@ -149,8 +187,10 @@ class Collector(Stage):
                 "nConnects": r.n_connects,
                 "connected": r.connected,
                 "lastObjectId": r.tracker.last if r.tracker.last is not None else -1,
+                "silent": i in self.cache.silent,
+                "nMissedWhileSilent": self.missed_while_silent[i],
             }
-            for pid, r in zip(self.producer_ids, rs, strict=True)
+            for i, (pid, r) in enumerate(zip(self.producer_ids, rs, strict=True))
         }
         return {
             "inputChannel": ",".join(r.channel_name for r in rs),
@@ -173,6 +213,7 @@ class Collector(Stage):
                 "nCollected": self.cache.n_released,
                 "nRejected": self.cache.n_rejected,
                 "nDuplicates": self.cache.n_duplicates,
+                "gapTimeout": self.cache.gap_timeout,
                 "lastReleasedId": (
                     self.cache.last_released if self.cache.last_released is not None else -1
                 ),
@@ -191,6 +232,8 @@ class Collector(Stage):
         for r in self.receivers:
             r.reset_stats()
         self.cache.reset_stats()
+        self.missed_while_silent = [0] * len(self.producer_ids)
+        self._silent_seen = {}
         self.tracker.reset()
         self._last_tracked = None
         super().reset_stats()

@@ -38,12 +38,15 @@ class Consumer(Stage):
         self.request = config.monitor_request()
         if self.queue is not None:
             put = self.queue.put
+            tracker = self.tracker
 
             def deliver(pv: Any, oid: int) -> None:
                 # pvaccess reuses the callback's object for the next update: a queued
                 # object must be a copy (structure only; the pixel buffer is shared).
                 if not put((oid, pv.copy())) and self.id_runs is not None:
-                    self.id_runs["rejected"].add(oid)
+                    rejected = self.id_runs["rejected"]
+                    rejected.epoch = tracker.n_restarts
+                    rejected.add(oid)
         else:
             deliver = self.process_one
         self.receiver = Receiver(

@@ -11,7 +11,10 @@ the set as a whole
 holds exactly, also across a death (and a respawn). The stream is the ids from the
 first one any child saw to the last one any child saw or read from the source at
 its stop, every id once (a source that numbers its frames one by one, as detectors
-and the simulator do).
+and the simulator do). A source that restarts numbers from 1 again: each run of ids
+carries its *epoch* (the restarts before it), and each epoch is its own stream. A
+respawned child counts epochs from 0 again; its epochs are shifted to the latest one
+the set has reported when it starts.
 """
 
 from __future__ import annotations
@@ -21,6 +24,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 __all__ = ["ChildRecord", "SetLedger"]
+
+
+def _epoch(run: list[int]) -> int:
+    """A run's epoch (runs of three are from before epochs were reported: 0)."""
+    return run[3] if len(run) > 3 else 0
 
 
 @dataclass
@@ -39,10 +47,17 @@ class ChildRecord:
     #: Deaths: (the reason, the last id the incarnation had received).
     deaths: list[tuple[str, int | None]] = field(default_factory=list)
     final: bool = False
+    #: Added to the epochs the current incarnation reports.
+    epoch_offset: int = 0
 
     def take(self, message: dict) -> None:
         """One progress message of the current incarnation."""
+        shift = self.epoch_offset
         for kind, (closed, open_run) in (message.get("ids") or {}).items():
+            if shift:
+                closed = [[*r[:3], _epoch(r) + shift] for r in closed]
+                if open_run is not None:
+                    open_run = [*open_run[:3], _epoch(open_run) + shift]
             self.runs.setdefault(kind, []).extend(closed)
             self.open[kind] = open_run
         stats = message.get("stats")
@@ -94,18 +109,35 @@ class SetLedger:
         return self.children[stage_id]
 
     def take(self, message: dict, id_name: str) -> None:
-        self.child(message[id_name]).take(message)
+        child = self.child(message[id_name])
+        if child._new_incarnation and child.stats:  # a respawned child's first message
+            child.epoch_offset = self._latest_epoch()
+        child.take(message)
+
+    def _latest_epoch(self) -> int:
+        return max(
+            (
+                _epoch(r)
+                for k in self.children.values()
+                for kind in k.runs
+                for r in k.all_runs(kind)
+            ),
+            default=0,
+        )
 
     def summary(self) -> dict:
         """The set's numbers; ``lostWithConsumer`` names the frames each dead child
         took with it (empty when none died)."""
         kids = list(self.children.values())
-        spans = [
-            (r[0], r[0] + r[1] * (r[2] - 1))
-            for k in kids
-            for kind in ("processed", "errors", "rejected")
-            for r in k.all_runs(kind)
-        ]
+        kinds = ("processed", "errors", "rejected")
+        # Each epoch's span of ids: from the first id any child saw to the last.
+        spans: dict[int, list[int]] = {}
+        for k in kids:
+            for kind in kinds:
+                for r in k.all_runs(kind):
+                    a, b = r[0], r[0] + r[1] * (r[2] - 1)
+                    span = spans.setdefault(_epoch(r), [a, b])
+                    span[0], span[1] = min(span[0], a), max(span[1], b)
         ends = [s for s in (self._source_last(k) for k in kids) if s is not None]
         totals = {
             "processed": sum(k.counter("processorStats", "nProcessed") for k in kids),
@@ -122,14 +154,17 @@ class SetLedger:
         dead = [k for k in kids if k.deaths]
         if not spans or not dead:
             return out
-        first = min(a for a, _ in spans)
-        last = max([b for _, b in spans] + ends)
-        covered = np.zeros(last - first + 1, dtype=bool)
+        if ends:  # the source's last id at stop belongs to the latest epoch
+            span = spans[max(spans)]
+            span[1] = max([span[1], *ends])
+        covered = {e: np.zeros(b - a + 1, dtype=bool) for e, (a, b) in spans.items()}
         for k in kids:
-            for kind in ("processed", "errors", "rejected"):
-                for start, step, count in k.all_runs(kind):
-                    covered[start - first : start - first + step * count : step or 1] = True
-        unaccounted = int((~covered).sum())
+            for kind in kinds:
+                for r in k.all_runs(kind):
+                    start, step, count, e = r[0], r[1], r[2], _epoch(r)
+                    at = start - spans[e][0]
+                    covered[e][at : at + step * count : step or 1] = True
+        unaccounted = sum(int((~c).sum()) for c in covered.values())
         # Counted by ids, so that a dead child's last report and its runs agree.
         for kind in ("processed", "rejected"):
             totals[kind] = sum(r[2] for k in kids for r in k.all_runs(kind))
@@ -141,7 +176,12 @@ class SetLedger:
         # a usable id (counted as errors), or lost with a dead child; the lost ones
         # are shared between the dead by where their ids lie.
         lost_total = max(0, unaccounted - totals["missed"] - no_id_errors)
-        where = {k.stage_id: self._share(k, covered, first) for k in dead}
+        where = {
+            k.stage_id: np.concatenate(
+                [self._share(k, c, spans[e][0]) for e, c in sorted(covered.items())]
+            )
+            for k in dead
+        }
         shares = {sid: len(ids) for sid, ids in where.items()}
         total_share = sum(shares.values()) or 1
         given = 0
@@ -160,7 +200,9 @@ class SetLedger:
                 "deaths": [reason for reason, _ in child.deaths],
             }
         out["nLost"] = lost_total
-        out["first"], out["last"] = first, last
+        first_epoch = spans[min(spans)]
+        out["first"], out["last"] = first_epoch[0], spans[max(spans)][1]
+        out["nEpochs"] = len(spans)
         return out
 
     @staticmethod

@@ -104,6 +104,9 @@ class Stage(ControlCommands):
 
     def process_one(self, pv: Any, oid: int) -> None:
         """Run the processor on object ``oid`` and count the outcome (processing thread)."""
+        if oid < self._last_oid and self.id_runs is not None:
+            self._new_epoch()
+        self._last_oid = oid
         try:
             self.processor.process(pv)
         except Exception as exc:  # noqa: BLE001 - user code; counted, the stream goes on
@@ -292,6 +295,14 @@ class Stage(ControlCommands):
 
     TICK = 0.25
     PROGRESS_PERIOD = 1.0
+
+    _last_oid = -1
+
+    def _new_epoch(self) -> None:
+        # An id below the last one processed: the source restarted (counting.py).
+        runs = self.id_runs
+        runs["processed"].epoch += 1  # type: ignore[index]
+        runs["errors"].epoch += 1  # type: ignore[index]
 
     def track_progress(self, sink: Callable[[dict], None]) -> None:
         """Report progress to ``sink`` from now on (before :meth:`run`, main thread)."""
