@@ -33,7 +33,7 @@ __all__ = [
     "is_frame",
 ]
 
-COMMANDS = ("configure", "reset_stats", "get_stats", "stop")
+COMMANDS = ("configure", "reset_stats", "get_stats", "stop", "restart")
 _ARRAY_ITEMS = 8
 _LIST_ITEMS = 16
 

@@ -19,6 +19,7 @@ import pytest
 
 from harness import (
     RECORDING_PROCESSOR,
+    control,
     json_reports,
     pv_get,
     recorded,
@@ -45,6 +46,8 @@ def start_set(procs, prefix, tmp_path, *extra):
         "100",
         "-sc",
         f"{prefix}:c:*:status",
+        "-cc",
+        f"{prefix}:c:*:control",
         "-pf",
         RECORDING_PROCESSOR,
         "-pc",
@@ -89,7 +92,7 @@ def start_collector(procs, prefix, tmp_path):
     )
 
 
-def start_sim(procs, prefix):
+def start_sim(procs, prefix, frames=FRAMES):
     return procs.start(
         "sim",
         "-cn",
@@ -101,7 +104,7 @@ def start_sim(procs, prefix):
         "-fps",
         FPS,
         "-rt",
-        FRAMES / FPS,
+        frames / FPS,
         "-std",
         "4",
         "-shd",
@@ -168,7 +171,7 @@ def test_a_killed_consumer_costs_what_it_held_and_every_frame_is_counted(procs, 
 
 def test_restart_failed_brings_the_set_back_to_full_strength(procs, prefix, tmp_path):
     group = start_set(procs, prefix, tmp_path, "--restart-failed")
-    sim = start_sim(procs, prefix)
+    sim = start_sim(procs, prefix, frames=2000)  # long enough for both restarts
     wait_all_receiving([f"{prefix}:c:{i}:status" for i in (1, 2)], procs, 40)
     old_pid = kill_consumer_2(prefix)
     group.wait_for_output(r"consumer 2 ended unexpectedly \(killed by signal 9\); starting it", 20)
@@ -179,6 +182,19 @@ def test_restart_failed_brings_the_set_back_to_full_strength(procs, prefix, tmp_
 
     st = wait_for(restarted_and_working, 40, "consumer 2 to come back and take frames")
     assert st["restartStats"]["nRestarts"] == 1
+    # A restart asked for on the control channel: consumer 1 drains, reports and is
+    # started again at once; nothing of it is lost.
+    pid1 = pv_get(f"{prefix}:c:1:status")["pid"]
+    answer = control(f"{prefix}:c:1:control", "restart")
+    assert answer.startswith("Restarting"), answer
+    wait_for(
+        lambda: (
+            (s := pv_get(f"{prefix}:c:1:status", timeout=2))["pid"] != pid1
+            and s["processorStats"]["nProcessed"] > 0
+        ),
+        40,
+        "consumer 1 to come back after its restart command",
+    )
     sent = sim_frames_sent(sim, 60)
     wait_for(
         lambda: (

@@ -19,7 +19,7 @@ from pvhpc.runtime.collector import Collector
 from pvhpc.runtime.config import StageConfig
 from pvhpc.runtime.consumer import Consumer
 
-KNOWN = "known commands: configure, reset_stats, get_stats, stop"
+KNOWN = "known commands: configure, reset_stats, get_stats, stop, restart"
 
 
 class RecordingProcessor(UserDataProcessor):
@@ -92,6 +92,16 @@ def test_stop_answers_and_asks_the_run_loop_to_stop(make_stage):
     assert c.stop_reason == "stop command on the control channel"
     assert c.handle_command(" stop ", "{}") == "Stopping"
     assert c.stop_reason == "stop command on the control channel"
+
+
+def test_restart_needs_a_supervising_parent(make_stage):
+    c = make_stage()
+    message = c.handle_command("restart", "")
+    assert message.startswith("restart: this stage has no supervising parent")
+    assert message.endswith("nothing changed") and not c.stop_event.is_set()
+    c.track_progress(lambda message: None)  # as a child of -nc > 1 / --restart-failed
+    assert c.handle_command("restart", "").startswith("Restarting")
+    assert c.stop_event.is_set() and c.restart_requested
 
 
 def test_get_stats_publishes_the_current_statistics(make_stage):

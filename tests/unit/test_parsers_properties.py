@@ -314,4 +314,4 @@ def test_unknown_commands_change_nothing_and_say_why(consumer, command):
     before = runtime_state(consumer)
     message = consumer.handle_command(command, "{}")
     assert runtime_state(consumer) == before
-    assert "known commands: configure, reset_stats, get_stats, stop" in message
+    assert "known commands: configure, reset_stats, get_stats, stop, restart" in message

@@ -68,6 +68,15 @@ class ControlCommands:
         if command == "stop":
             self.request_stop("stop command on the control channel")
             return "Stopping"
+        if command == "restart":
+            if self.progress_sink is None:
+                return (
+                    "restart: this stage has no supervising parent to start it again "
+                    "(run it with --restart-failed or -nc > 1); nothing changed"
+                )
+            self.restart_requested = True
+            self.request_stop("restart command on the control channel")
+            return "Restarting: draining, then the parent starts it again"
         if command == "reset_stats":
             self.reset_stats()
             self.server.publish_status(self.stats())
@@ -96,7 +105,7 @@ class ControlCommands:
                 )
             done = ", ".join(changed)
             return f"Configured: {json.dumps(config)}" + (f" ({done})" if done else "")
-        known = "configure, reset_stats, get_stats, stop"
+        known = "configure, reset_stats, get_stats, stop, restart"
         if not command:
             return f"No command given; known commands: {known}. Nothing changed"
         return f"Unknown command {command!r}; known commands: {known}. Nothing changed"

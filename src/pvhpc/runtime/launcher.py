@@ -25,9 +25,9 @@ from ..log import configure_logging
 from .config import StageConfig
 from .report import print_report
 from .stage import Stage
-from .supervisor import Supervisor, worth_showing
+from .supervisor import RESTART_STATUS, Supervisor, worth_showing
 
-__all__ = ["run_single", "run_group", "exit_process"]
+__all__ = ["run_single", "run_group", "exit_process", "RESTART_STATUS"]
 
 logger = logging.getLogger("pvhpc.launcher")
 
@@ -166,6 +166,8 @@ def _child_main(
     except Exception as exc:  # noqa: BLE001
         sys.stderr.write(f"{config.kind} {config.stage_id}: error: {_describe(exc)}\n")
         status = 1
+    if status == 0 and getattr(stage, "restart_requested", False):
+        status = RESTART_STATUS  # the parent starts this stage again at once
     exit_process(status)
 
 

@@ -86,6 +86,8 @@ class Stage(ControlCommands):
         #: stage has done (see :meth:`progress`), so that the parent can account for
         #: the frames of a stage that dies. None: not tracked (no per-frame cost).
         self.progress_sink: Callable[[dict], None] | None = None
+        #: Set by the ``restart`` control command: exit so the parent starts it again.
+        self.restart_requested = False
         #: Ids processed, failed and rejected (IdRuns), while progress is reported.
         self.id_runs: dict[str, IdRuns] | None = None
 

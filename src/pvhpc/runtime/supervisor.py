@@ -23,7 +23,7 @@ from .config import StageConfig
 from .ledger import SetLedger
 from .report import print_report
 
-__all__ = ["Supervisor", "BACKOFF_FIRST", "BACKOFF_MAX", "worth_showing"]
+__all__ = ["Supervisor", "BACKOFF_FIRST", "BACKOFF_MAX", "RESTART_STATUS", "worth_showing"]
 
 logger = logging.getLogger("pvhpc.launcher")
 
@@ -32,6 +32,9 @@ logger = logging.getLogger("pvhpc.launcher")
 BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 30.0
 BACKOFF_RESET_AFTER = 60.0
+#: A child's exit status after the ``restart`` control command (its final report
+#: sent): the parent starts it again at once. (EX_TEMPFAIL of sysexits.h.)
+RESTART_STATUS = 75
 
 
 class _Child:
@@ -45,6 +48,7 @@ class _Child:
         self.backoff = BACKOFF_FIRST
         self.restart_at: float | None = None
         self.n_deaths = 0
+        self.n_restarts = 0  # deaths and restart commands
         self.fatal = False
         self.failed = ""
 
@@ -108,6 +112,7 @@ class Supervisor:
             self.stop_reason = reason
             logger.info("stopping all %ss: %s", self.kind, reason)
         for child in self.children.values():
+            child.restart_at = None  # one waiting to start again stays stopped
             if child.stop_conn is None:
                 continue
             try:
@@ -148,6 +153,14 @@ class Supervisor:
                 continue
             if p is None or p.exitcode is None or p.exitcode == 0 or child.failed:
                 continue
+            if p.exitcode == RESTART_STATUS:
+                # Asked for on its control channel: it drained and reported; no death.
+                # (While the set stops, it is simply done.)
+                if not self.stop_reason:
+                    self.ledger.child(sid).close_incarnation()
+                    child.restart_at = now
+                    logger.info("%s %s restarting (restart command)", self.kind, sid)
+                continue
             if child.fatal:
                 child.failed = "stopped: see the error below"
                 continue
@@ -177,8 +190,13 @@ class Supervisor:
 
     def _restart(self, child: _Child) -> None:
         backoff = child.backoff
-        child.config = replace(child.config, restart_count=child.n_deaths, restart_backoff=backoff)
-        child.backoff = min(backoff * 2, BACKOFF_MAX)
+        child.n_restarts += 1
+        asked = child.process is not None and child.process.exitcode == RESTART_STATUS
+        child.config = replace(
+            child.config, restart_count=child.n_restarts, restart_backoff=0.0 if asked else backoff
+        )
+        if not asked:
+            child.backoff = min(backoff * 2, BACKOFF_MAX)
         self._spawn(child)
 
     def _alive(self) -> bool:
