@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench soak lint clean venv
+.PHONY: demo test bench soak chaos lint clean venv
 
 venv: $(STAMP)
 
@@ -34,6 +34,9 @@ bench: $(STAMP)
 
 soak: $(STAMP)
 	$(PY) benchmarks/soak.py
+
+chaos: $(STAMP)
+	$(PY) benchmarks/chaos.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache

@@ -22,20 +22,19 @@ and subscribes again. :meth:`MirrorServer.counts` may be called from any thread.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 
 import pvaccess as pva
 
 from .channel_map import ChannelMapping
 from .log import get_logger
 
-__all__ = ["MirrorServer", "ChannelCounts", "format_report", "report_json", "run_mirror"]
+__all__ = ["MirrorServer", "ChannelCounts", "run_mirror"]
 
 _PROVIDERS = {"pva": pva.PVA, "ca": pva.CA}
 _WAITING_NOTICE_PERIOD = 30.0
@@ -50,7 +49,9 @@ class ChannelCounts:
     of ``dst``; ``skipped``: first updates of a (re)connected source monitor that
     repeated the object ``dst`` already held; ``overruns``: source updates the
     monitors' server queue had to overwrite before the mirror read them;
-    ``errors``: received updates that could not be published; ``connected``:
+    ``errors``: received updates that could not be published (``skipped`` also counts
+    a restarted NTNDArray source's placeholder before its first frame, uniqueId 0,
+    once dst exists); ``connected``:
     source monitors whose source currently answers, of ``n_monitors``;
     ``reconnects``: times a source monitor connected again after losing its source.
     received = published + skipped + errors.
@@ -186,6 +187,12 @@ class _SourceMonitor:
             if not self.stamped:
                 owner.last_stamp = None
             elif owner.last_stamp == stamp:
+                self.n_skipped += 1
+                return
+            if _placeholder(pv) and owner.server.hasRecord(owner.mapping.dst):
+                # An NTNDArray source's value before its first frame (uniqueId 0: a
+                # restarted detector's or simulator's record not yet written): not a
+                # frame. (The first one creates dst, for clients to connect early.)
                 self.n_skipped += 1
                 return
         try:
@@ -386,76 +393,15 @@ class MirrorServer:
         self.stop()
 
 
-def format_report(
-    counts: Sequence[ChannelCounts],
-    previous: Sequence[ChannelCounts] | None,
-    elapsed: float,
-    title: str,
-) -> str:
-    """An aligned table, one row per mirrored channel, headed by ``title``.
-
-    Rates are the change since ``previous`` (same channels, same order) divided by
-    ``elapsed`` seconds; without ``previous`` they are totals over ``elapsed``.
-    """
-    prev = list(previous) if previous is not None else [None] * len(counts)
-
-    def rate(now: int, before: int) -> str:
-        return f"{(now - before) / elapsed:.1f}" if elapsed > 0 else "-"
-
-    header = ["channel", "source", "state"]
-    header += ["received", "rate/s", "published", "rate/s", "skipped", "overruns", "rate/s"]
-    header += ["errors", "reconnects"]
-    rows = [header]
-    for c, p in zip(counts, prev):
-        state = (
-            "waiting"
-            if c.connected == 0
-            else ("connected" if c.n_monitors == 1 else f"{c.connected}/{c.n_monitors} connected")
-        )
-        rows.append(
-            [
-                c.dst,
-                f"{c.provider}://{c.src}",
-                state,
-                str(c.received),
-                rate(c.received, p.received if p else 0),
-                str(c.published),
-                rate(c.published, p.published if p else 0),
-                str(c.skipped),
-                str(c.overruns),
-                rate(c.overruns, p.overruns if p else 0),
-                str(c.errors),
-                str(c.reconnects),
-            ]
-        )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    lines = [title]
-    for r in rows:
-        cells = [r[i].ljust(widths[i]) if i < 3 else r[i].rjust(widths[i]) for i in range(len(r))]
-        lines.append("  " + "  ".join(cells).rstrip())
-    return "\n".join(lines)
-
-
-def report_json(
-    counts: Sequence[ChannelCounts],
-    previous: Sequence[ChannelCounts] | None,
-    elapsed: float,
-    final: bool,
-) -> str:
-    """The same report as one JSON object (``--report-format json``): every counter of
-    every channel, and the rates as :func:`format_report` computes them."""
-    prev = list(previous) if previous is not None else [None] * len(counts)
-    channels = []
-    for c, p in zip(counts, prev):
-        entry = asdict(c)
-        for key in ("received", "published", "overruns"):
-            before = getattr(p, key) if p else 0
-            entry[f"{key}Rate"] = (getattr(c, key) - before) / elapsed if elapsed > 0 else 0.0
-        channels.append(entry)
-    return json.dumps({"kind": "mirror", "final": final, "elapsed": elapsed, "channels": channels})
-
-
 _MAX_SLEEP = 0.2
+
+
+def _placeholder(pv) -> bool:
+    """Whether ``pv`` is an NTNDArray with uniqueId 0: no frame yet."""
+    try:
+        return pv.hasField("uniqueId") and pv.hasField("dimension") and pv["uniqueId"] == 0
+    except Exception:  # noqa: BLE001 - a uniqueId of another type: a frame
+        return False
 
 
 def run_mirror(

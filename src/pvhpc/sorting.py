@@ -13,6 +13,10 @@ import numpy as np
 
 __all__ = ["SortingCache", "same_object"]
 
+# Sort keys: a producer's epoch (source restarts it has seen) above the object id.
+_SHIFT = 48
+_MASK = (1 << _SHIFT) - 1
+
 
 class SortingCache:
     """Holds objects and releases them in object-id order.
@@ -29,6 +33,10 @@ class SortingCache:
     released). An object equal to one already held or released with its id (same
     id, ``timeStamp`` and values: a producer that published a frame twice) is a
     duplicate: rejected and counted in ``n_duplicates`` too, never released twice.
+    A producer whose id goes down has seen its source restart: its objects from
+    then on belong to the next stream (epoch), released after every object of the
+    stream before (sorted by epoch, then id), so a restarted source is a new
+    stream downstream, not a flood of late objects.
     ``add`` may be called from several monitor threads; ``release(pv, oid)`` is
     called with the lock held, in id order.
     """
@@ -45,7 +53,10 @@ class SortingCache:
         self.size = max(1, int(size))
         self.step = max(1, int(step))
         self.gap_timeout = float(gap_timeout)
+        #: Each producer's last object, as a sort key (epoch << 48 | id).
         self._producer_last: list = [None] * max(1, n_producers)
+        #: Each producer's epoch: the source restarts it has seen.
+        self._producer_epoch: list = [0] * max(1, n_producers)
         #: When each producer last sent (monotonic); None before the stream began.
         self._producer_seen: list = [None] * max(1, n_producers)
         #: Producers left out of the watermark, each with when it was left out.
@@ -58,7 +69,7 @@ class SortingCache:
         self._heap: list = []
         self._seq = itertools.count()
         self._lock = threading.Lock()
-        self.last_released: int | None = None
+        self._last_key: int | None = None
         self.n_added = 0
         self.n_released = 0
         self.n_rejected = 0
@@ -86,20 +97,24 @@ class SortingCache:
             now = self.last_add = time.monotonic()
             if self._first_add is None:
                 self._first_add = now
-            self._producer_last[producer] = oid
+            prev = self._producer_last[producer]
+            if prev is not None and oid < (prev & _MASK):
+                self._producer_epoch[producer] += 1  # its source restarted
+            key = (self._producer_epoch[producer] << _SHIFT) | oid
+            self._producer_last[producer] = key
             self._producer_seen[producer] = now
             if producer in self.silent:
                 del self.silent[producer]
             self._update_watermark()
-            last = self.last_released
-            if last is not None and oid < last:
+            last = self._last_key
+            if last is not None and key < last:
                 self.n_rejected += 1
                 if self.on_reject is not None:
                     self.on_reject(oid)
                 return False
-            held = self._held.get(oid)
-            if held is not None or oid == last:
-                earlier = (held or []) + (self._released_last if oid == last else [])
+            held = self._held.get(key)
+            if held is not None or key == last:
+                earlier = (held or []) + (self._released_last if key == last else [])
                 if any(same_object(pv, other) for other in earlier):
                     self.n_rejected += 1
                     self.n_duplicates += 1
@@ -107,10 +122,10 @@ class SortingCache:
                         self.on_reject(oid)
                     return False
             if held is None:
-                self._held[oid] = [pv]
+                self._held[key] = [pv]
             else:
                 held.append(pv)
-            heapq.heappush(self._heap, (oid, next(self._seq), pv))
+            heapq.heappush(self._heap, (key, next(self._seq), pv))
             if len(self._heap) > self.max_held:
                 self.max_held = len(self._heap)
             self._release_ready()
@@ -150,25 +165,30 @@ class SortingCache:
     def _release_ready(self) -> None:
         heap = self._heap
         while heap:
-            oid = heap[0][0]
+            key = heap[0][0]
             mark = self._watermark
-            complete = (mark is not None and oid < mark) or oid == self.last_released
+            complete = (mark is not None and key < mark) or key == self._last_key
             if not complete and len(heap) <= self.size:
                 return
             self._pop()
 
     def _pop(self) -> None:
-        oid, _, pv = heapq.heappop(self._heap)
-        held = self._held[oid]
+        key, _, pv = heapq.heappop(self._heap)
+        held = self._held[key]
         held.remove(pv)
         if not held:
-            del self._held[oid]
-        if oid != self.last_released:
+            del self._held[key]
+        if key != self._last_key:
             self._released_last = []
         self._released_last.append(pv)
-        self.last_released = oid
+        self._last_key = key
         self.n_released += 1
-        self._release(pv, oid)
+        self._release(pv, key & _MASK)
+
+    @property
+    def last_released(self) -> int | None:
+        """The id of the object released last (None before the first)."""
+        return None if self._last_key is None else self._last_key & _MASK
 
     def release_idle(self, idle: float) -> int:
         """Release everything held if nothing arrived for ``idle`` seconds.

@@ -117,7 +117,8 @@ def test_unknown_publisher_is_not_checked():
 
 def test_the_runner_reads_the_mirrors_json_report(tmp_path):
     """The runner's mirror rows come from the mirror's JSON report (never its table)."""
-    from pvhpc.mirror import ChannelCounts, report_json
+    from pvhpc.mirror import ChannelCounts
+    from pvhpc.mirror_report import report_json
     from pvhpc.workflow import StageSpec
     from pvhpc.workflow.process import StageProcess
 

@@ -16,7 +16,7 @@ def make(size, step=1, producers=1):
 
 def test_releases_lowest_ids_when_full():
     cache, out = make(3, producers=2)
-    for oid in [5, 3, 4, 1]:
+    for oid in [1, 3, 4, 5]:
         cache.add(f"pv{oid}", oid, 0)  # producer 1 has sent nothing: no watermark
     assert out == [1]
     cache.flush()
@@ -58,19 +58,19 @@ def test_duplicates_released_together():
 
 
 def test_late_ids_are_rejected_and_counted():
-    cache, out = make(2)
+    cache, out = make(2, producers=2)
     for oid in [1, 2, 3, 4, 5]:
-        cache.add(oid, oid)
-    assert cache.add("late", 1) is False
+        cache.add(oid, oid, 0)
+    assert cache.add("late", 1, 1) is False  # producer 1 is far behind
     cache.flush()
     assert cache.n_rejected == 1
     assert 1 in out and out.count(1) == 1
 
 
 def test_resize_at_runtime_releases_surplus():
-    cache, out = make(10)
-    for oid in [10, 8, 6, 4]:
-        cache.add(oid, oid)
+    cache, out = make(10, producers=4)
+    for producer, oid in enumerate([10, 8, 6, 4]):
+        cache.add(oid, oid, producer)
     assert out == []
     cache.resize(2)
     assert out == [4, 6]
@@ -192,3 +192,20 @@ def test_gap_timeout_zero_waits_for_ever(monkeypatch):
     clock.now += 3600
     cache.add("b", 2, 0)
     assert cache.leave_out_silent() == [] and out == []
+
+
+def test_a_restarted_source_is_a_new_stream_released_after_the_old_one():
+    cache, out = make(100, producers=2)
+    for oid in (1, 2, 3, 4, 5, 6):
+        cache.add(oid, oid, oid % 2)  # producer 1 has the odd ids, 0 the even
+    assert out == [1, 2, 3, 4]
+    # The source restarts: producer 0 sees ids from 2 again, before producer 1's 7.
+    cache.add("new2", 2, 0)
+    cache.add("old7", 7, 1)  # the end of the old stream is still sorted in
+    assert out == [1, 2, 3, 4, 5, 6]
+    cache.add("new1", 1, 1)  # producer 1 restarts too
+    cache.add("new4", 4, 0)
+    assert out == [1, 2, 3, 4, 5, 6, 7]  # the new stream waits for both producers
+    assert cache.n_rejected == 0 and cache.last_released == 7
+    cache.flush()
+    assert out == [1, 2, 3, 4, 5, 6, 7, 1, 2, 4]

@@ -18,7 +18,8 @@ from collections.abc import Sequence
 
 from ..channel_map import parse_channel_map
 from ..log import configure_logging
-from ..mirror import MirrorServer, format_report, report_json, run_mirror
+from ..mirror import MirrorServer, run_mirror
+from ..mirror_report import format_report, report_json
 from ..options.mirror import PROG, build_parser
 from .common import entry_point, run_main
 

@@ -256,7 +256,7 @@ class Supervisor:
             )
             print(
                 f"lost with {self.kind} {sid}: {lost['n']} frame(s){where}, taken before it "
-                f"ended ({'; '.join(lost['deaths'])}) and never processed",
+                f"ended ({'; '.join(lost['deaths'])}) and not reported as processed",
                 flush=True,
             )
         for message in self.fatal:
