@@ -16,6 +16,8 @@ in any EPICS server; each stage runs in a process of its own.
 from __future__ import annotations
 
 import os
+import sys
+import tempfile
 from typing import Any
 
 import pvaccess as pva
@@ -49,13 +51,29 @@ def init_access_security(server: Any, path: str) -> None:
     any record a client may reach is added. Raises UsageError naming the file if
     pvaccess refuses it (a syntax error, a missing file)."""
     check_file(path)
-    try:
-        server.initAs(path, "")
-    except pva.PvaException as exc:
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else "refused"
+    # The ACF parser prints its complaint ("syntax error at line 3") on stderr: it
+    # belongs in the one line the command ends with, so it is caught here.
+    error: Exception | None = None
+    with tempfile.TemporaryFile() as said:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(said.fileno(), 2)
+        try:
+            server.initAs(path, "")
+        except pva.PvaException as exc:
+            error = exc
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        said.seek(0)
+        printed = said.read().decode(errors="replace").strip()
+    if error is not None:
+        detail = "; ".join(printed.splitlines()) or str(error).strip() or "refused"
         raise UsageError(
             f"--access-security-file: {path} is not a valid access security file ({detail})"
-        ) from None
+        )
+    if printed:
+        sys.stderr.write(printed + "\n")
     if not server.isAsActive():
         raise UsageError(f"--access-security-file: {path}: access security did not start")
 

@@ -22,7 +22,7 @@ DEFAULT_HOST = "127.0.0.1"
 #: The request header that carries the token (the page sends it with each action).
 TOKEN_HEADER = "X-Pvhpc-Token"
 
-_LISTEN = re.compile(r"^(?:(?P<host>\[[0-9A-Fa-f:.]+\]|[^:\[\]]+):)?(?P<port>\d+)$")
+_LISTEN = re.compile(r"^(?:(?P<host>\[[0-9A-Fa-f:.]+\]|[^:\[\]\s]+):)?(?P<port>\d+)$")
 
 
 def parse_listen(text: str, option: str = "--web") -> tuple[str, int]:

@@ -33,7 +33,9 @@ def _queued(row: StageRow) -> int | None:
 
 
 def row_entry(row: StageRow, key: str, control: str | None, status: str | None) -> dict:
-    """One stage row of a snapshot; ``key`` names the stage (and id) in the page."""
+    """One stage row of a snapshot; ``key`` names the stage (and id) in the page.
+    Latencies are in milliseconds, and none before a frame was processed."""
+    timed = bool(row.processed)
     return {
         "key": key,
         "stage": row.label,
@@ -49,9 +51,8 @@ def row_entry(row: StageRow, key: str, control: str | None, status: str | None) 
         "queue": row.queue,
         "queued": _queued(row),
         "queueFill": round(row.queue_fill, 4),
-        # Latency in milliseconds, as in the terminal table.
-        "p50": None if row.latency_p50 is None else round(row.latency_p50 * 1e3, 3),
-        "p99": None if row.latency_p99 is None else round(row.latency_p99 * 1e3, 3),
+        "p50": None if row.latency_p50 is None or not timed else round(row.latency_p50 * 1e3, 3),
+        "p99": None if row.latency_p99 is None or not timed else round(row.latency_p99 * 1e3, 3),
         "published": row.published,
         "status": status,
         "control": control,
