@@ -13,15 +13,15 @@ import json
 import logging
 from typing import Any
 
-from ..client import NoAnswer, Refused, send_command
+from ..client import COMMANDS, NoAnswer, Refused, send_command
 from ..errors import UsageError
 
 __all__ = ["Controller", "ACTIONS"]
 
 logger = logging.getLogger("pvhpc.dashboard")
 
-#: The commands the page offers (get_stats is harmless, and refreshes a row).
-ACTIONS = ("configure", "reset_stats", "get_stats", "stop")
+#: The commands a page may send: those of ``pvhpc control``.
+ACTIONS = COMMANDS
 
 
 class Controller:
