@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pvhpc.dashboard.thumbnails import MAX_SIDE, _png, downscale
+from pvhpc.dashboard.thumbnails import (
+    MAX_CHANNELS,
+    MAX_SIDE,
+    MIN_PERIOD,
+    Thumbnails,
+    _png,
+    downscale,
+)
 
 
 def test_uint8_frame_becomes_its_block_means():
@@ -46,3 +53,13 @@ def test_colour_frames_keep_their_channels():
 def test_not_an_image(shape):
     with pytest.raises(ValueError):
         downscale(np.zeros(shape, dtype=np.uint8))
+
+
+def test_channels_fetched_are_bounded_shown_first():
+    shown = {f"shown:{i}" for i in range(5)}
+    thumbs = Thumbnails(lambda: shown, period=0.1)
+    assert thumbs.period == MIN_PERIOD
+    for i in range(10):
+        thumbs.ask(f"asked:{i}")
+    due = thumbs._due()
+    assert len(due) == MAX_CHANNELS and set(due) >= shown

@@ -56,6 +56,7 @@ class DashboardServer:
         self.url = ""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sockets: dict[web.WebSocketResponse, str | None] = {}
+        self._sending: set[asyncio.Task] = set()  # the loop keeps only weak references
         self._watch_lock = threading.Lock()
         self._watching: dict[int, str] = {}
         self._ready = threading.Event()
@@ -142,7 +143,9 @@ class DashboardServer:
         for ws, watching in list(self._sockets.items()):
             if ws.closed or (channel is not None and watching != channel):
                 continue
-            asyncio.ensure_future(self._send(ws, text))
+            task = asyncio.ensure_future(self._send(ws, text))
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
 
     @staticmethod
     async def _send(ws: web.WebSocketResponse, text: str) -> None:

@@ -32,6 +32,8 @@ MAX_SIDE = 160
 MIN_PERIOD = 0.5
 #: A channel asked for by URL stays fetched this long after the last ask (s).
 ASK_TTL = 10.0
+#: At most this many channels are fetched (pages can watch any channel by name).
+MAX_CHANNELS = 8
 
 
 def downscale(image: np.ndarray, max_side: int = MAX_SIDE) -> tuple[np.ndarray, tuple, int]:
@@ -113,7 +115,8 @@ class Thumbnails:
     ``period`` seconds (at least :data:`MIN_PERIOD`).
 
     ``watched()`` (called in that thread) returns the channels pages show now;
-    :meth:`ask` (any thread) adds one for :data:`ASK_TTL` seconds. ``on_new`` is
+    :meth:`ask` (any thread) adds one for :data:`ASK_TTL` seconds; at most
+    :data:`MAX_CHANNELS` are fetched, those shown first. ``on_new`` is
     called in the fetching thread with each new :class:`Thumbnail` and must not block.
     """
 
@@ -158,8 +161,9 @@ class Thumbnails:
         with self._lock:
             self._asked = {c: t for c, t in self._asked.items() if now - t < ASK_TTL}
             wanted = set(self._asked)
-        wanted |= set(self._watched())
-        return sorted(c for c in wanted if now - self._fetched.get(c, -1e9) >= self.period)
+        shown = sorted(self._watched())
+        wanted = (shown + sorted(wanted - set(shown)))[:MAX_CHANNELS]
+        return [c for c in wanted if now - self._fetched.get(c, -1e9) >= self.period]
 
     def _loop(self) -> None:
         while not self._stop.wait(0.05):
