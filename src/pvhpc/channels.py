@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import pvaccess as pva
 
+from .access_security import CONTROL_GROUP, CONTROL_LEVEL, init_access_security, protected_message
+
 __all__ = ["StageServer", "DataPublisher", "pva_structure", "pva_type_for"]
 
 _TIMESTAMP = {"secondsPastEpoch": pva.LONG, "nanoseconds": pva.INT, "userTag": pva.INT}
@@ -262,14 +264,19 @@ class StageServer:
     """The PvaServer of one consumer or collector, with its status and control records.
 
     ``on_command(command, args)`` is called in the control thread for every put on
-    the control channel and returns the status message to publish.
+    the control channel and returns the status message to publish. With ``acf`` (an
+    access security file) puts on the control record are checked against its rules
+    (:mod:`pvhpc.access_security`); UsageError if pvaccess refuses the file.
     """
 
-    def __init__(self, id_name: str, stage_id: int, logger: logging.Logger):
+    def __init__(self, id_name: str, stage_id: int, logger: logging.Logger, acf: str | None = None):
         self.id_name = id_name
         self.stage_id = stage_id
         self.logger = logger
         self.pva_server = pva.PvaServer()
+        self.access_security_file = acf
+        if acf:
+            init_access_security(self.pva_server, acf)
         self.status_channel: str | None = None
         self.control_channel: str | None = None
         self._status_type: dict | None = None
@@ -279,9 +286,13 @@ class StageServer:
         self._control_thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
-    def add_record(self, name: str, pv: Any, on_write: Callable | None = None) -> None:
+    def add_record(
+        self, name: str, pv: Any, on_write: Callable | None = None, as_group: str | None = None
+    ) -> None:
         with self._lock:
-            if on_write is None:
+            if as_group is not None:
+                self.pva_server.addRecordWithAs(name, pv, CONTROL_LEVEL, as_group, on_write)
+            elif on_write is None:
                 self.pva_server.addRecord(name, pv)
             else:
                 self.pva_server.addRecord(name, pv, on_write)
@@ -361,7 +372,10 @@ class StageServer:
             channel,
             pva.PvObject(self._control_type, {self.id_name: self.stage_id}),
             self._on_control_write,
+            CONTROL_GROUP if self.access_security_file else None,
         )
+        if self.access_security_file:
+            self.logger.info(protected_message(channel, self.access_security_file))
         self._control_thread = threading.Thread(
             target=self._control_loop, name="control", daemon=True
         )

@@ -23,6 +23,7 @@ from .errors import UsageError
 __all__ = [
     "COMMANDS",
     "NoAnswer",
+    "Refused",
     "send_command",
     "open_channel",
     "fetch",
@@ -40,6 +41,11 @@ _LIST_ITEMS = 16
 
 class NoAnswer(Exception):
     """The channel did not answer in time (exit status 1)."""
+
+
+class Refused(NoAnswer):
+    """The stage's server refused the put: its access security rules do not let this
+    user, from this host, write the control channel. The command was not run."""
 
 
 def _is_timestamp(value: Any) -> bool:
@@ -232,7 +238,8 @@ def send_command(channel_name: str, command: str, args: str, timeout: float) -> 
     The answer is the first update whose ``objectTime`` differs from the current
     value's (the put itself changes only command/args). It is awaited on a monitor,
     not by polling gets: a stage told to ``stop`` answers and goes away at once, and
-    its answer must still arrive. Raises :class:`NoAnswer` if none comes in ``timeout``.
+    its answer must still arrive. Raises :class:`NoAnswer` if none comes in ``timeout``,
+    :class:`Refused` if the stage's access security refuses the put.
     """
     channel = open_channel(channel_name, "pva", timeout)
     current = fetch(channel, channel_name, "", timeout).get()
@@ -262,6 +269,11 @@ def send_command(channel_name: str, command: str, args: str, timeout: float) -> 
                 "field(command,args)",
             )
         except pva.PvaException as exc:
+            if "not allowed" in str(exc):
+                raise Refused(
+                    f"{channel_name}: {command} refused by the stage's access security "
+                    f"(the server said: {str(exc).strip()}); nothing was changed"
+                ) from None
             raise NoAnswer(f"{channel_name}: the command was not accepted: {exc}") from None
         while True:
             remaining = deadline - time.monotonic()

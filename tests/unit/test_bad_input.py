@@ -54,7 +54,11 @@ def files(tmp_path_factory) -> dict:
     np.save(d / "complex.npy", np.zeros((2, 4, 4), dtype=np.complex64))
     np.save(d / "empty.npy", np.zeros((0, 4, 4), dtype=np.uint8))
     (d / "nonpy").mkdir()
+    (d / "bad.acf").write_text("ASG(DEFAULT) {\n  RULE(1, READ\n")
+    (d / "short_token").write_text("abc\n")
     return {
+        "bad_acf": str(d / "bad.acf"),
+        "short_token": str(d / "short_token"),
         "procs": str(d / "procs.py"),
         "syntax": str(d / "syntax.py"),
         "import_fails": str(d / "import_fails.py"),
@@ -219,6 +223,22 @@ CASES = [
     ("mirror", ["-cm", "(a,b)", "-rp", "nan"], ["--report-period", "nan"]),
     ("mirror", ["-cm", "(a,b)", "-ll", "chatty"], ["--log-level", "chatty"]),
     ("mirror", ["-cm", "(a,b)", "-lf", "{bad_log}"], ["--log-file"]),
+    # -- access security of a stage's control channel -----------------------------------
+    ("consumer", [*IC, "--access-security-file", "{missing_npy}"], ["--access-security-file"]),
+    ("collector", [*COL, "--access-security-file", "{dir}"], ["--access-security-file", "{dir}"]),
+    ("consumer", [*IC, "--access-security-file", "{bad_acf}"], ["{bad_acf}", "access security"]),
+    # -- the dashboard ------------------------------------------------------------------
+    ("dashboard", [], ["patterns", "--workflow"]),
+    ("dashboard", ["x:*:status", "--web", "nowhere"], ["--web", "nowhere"]),
+    ("dashboard", ["x:*:status", "--web", "70000"], ["--web", "70000"]),
+    ("dashboard", ["x:*:status", "--thumbnail-period", "0.1"], ["--thumbnail-period", "0.1"]),
+    ("dashboard", ["x:*:status", "--token-file", "{missing_npy}"], ["--token-file"]),
+    ("dashboard", ["x:*:status", "--token-file", "{short_token}"], ["--token-file"]),
+    ("dashboard", ["x:*:status", "--read-only", "--token-file", "{notes}"], ["--read-only"]),
+    ("dashboard", ["x:*:status", "--workflow", "{notes}"], ["--workflow"]),
+    ("dashboard", ["--workflow", "{notes}"], ["{notes}"]),
+    ("run", ["{notes}", "--read-only"], ["--read-only", "--web"]),
+    ("run", ["{notes}", "--web", "1:2:3"], ["--web", "1:2:3"]),
     # -- the pvhpc front command ---------------------------------------------------------
     ("frobnicate", [], ["frobnicate"]),
 ]

@@ -195,6 +195,20 @@ def test_processor_file_is_relative_to_the_workflow_file(tmp_path):
     assert err.line == 5 and "nothere.py" in str(err)
 
 
+def test_access_security_file_is_relative_to_the_workflow_file(tmp_path):
+    sub = tmp_path / "wf"
+    sub.mkdir()
+    (sub / "ops.acf").write_text("ASG(DEFAULT) { RULE(1, READ) }\n")
+    text = (
+        "stages:\n  c:\n    type: consumer\n    input-channel: pvapy:image\n"
+        "    access-security-file: ops.acf\n" + SIM
+    )
+    wf = load_workflow(write(sub, text))
+    assert f"--access-security-file={sub / 'ops.acf'}" in wf.stages[0].argv
+    err = refused(tmp_path, text.replace("ops.acf", "nothere.acf"))
+    assert err.line == 5 and "nothere.acf" in str(err)
+
+
 def test_bad_processor_args_are_refused_before_start(tmp_path):
     err = refused(
         tmp_path,

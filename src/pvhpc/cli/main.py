@@ -26,6 +26,7 @@ COMMANDS = {
     "control": ("inspect", "send a command to a control channel and print its answer"),
     "status": ("status", "live view of the status channels of running stages"),
     "run": ("run", "run a whole workflow from a YAML file"),
+    "dashboard": ("dashboard", "web page of running stages: live numbers, charts, control"),
 }
 
 

@@ -40,6 +40,13 @@ from collections.abc import Sequence
 
 from rich.console import Console
 
+from ..dashboard.options import (
+    add_web_arguments,
+    check_web_arguments,
+    log_actions_to_stderr,
+    open_dashboard,
+)
+from ..dashboard.sources import WorkflowSource
 from ..errors import UsageError
 from ..loopback import LOOPBACK_ENV
 from ..options.common import Parser, add_version
@@ -104,6 +111,7 @@ def build_parser() -> Parser:
         default=3.0,
         help="the stream has drained when no count changed for this many seconds [3]",
     )
+    add_web_arguments(p, None)
     return p
 
 
@@ -140,6 +148,7 @@ def _body(argv: Sequence[str] | None) -> int:
     for name in ("print_period", "start_timeout", "drain_timeout", "quiet_time"):
         if getattr(args, name) <= 0:
             raise UsageError(f"--{name.replace('_', '-')} must be > 0")
+    web = check_web_arguments(args)
     wf = load_workflow(args.workflow, args.channel_prefix)
     console = Console(width=None if sys.stdout.isatty() else 160)
     if args.check:
@@ -158,7 +167,18 @@ def _body(argv: Sequence[str] | None) -> int:
         drain_timeout=args.drain_timeout,
         quiet_time=args.quiet_time,
     )
-    return Runner(wf, options, console).run()
+    runner = Runner(wf, options, console)
+    if web is None:
+        return runner.run()
+    dashboard = open_dashboard(WorkflowSource(wf, runner.observer, runner), args, web)
+    log_actions_to_stderr()
+    for line in dashboard.start_lines():
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
+    dashboard.follow(runner)
+    try:
+        return runner.run()
+    finally:
+        dashboard.stop()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

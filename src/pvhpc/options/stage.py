@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..access_security import check_file
 from ..endpoints import parse_channel_list
 from ..errors import UsageError
 from ..ids import channel_name
@@ -141,6 +142,12 @@ def stage_parser(kind: str, prog: str, description: str) -> argparse.ArgumentPar
         help=f"start a {kind} that dies again, with the same id and options, after a "
         "back-off (1 s, doubling up to 30 s); its frames are accounted for by the set",
     )
+    a(
+        "--access-security-file",
+        metavar="ACF",
+        help="EPICS access security file (ACF): who may put on the control channel, by "
+        "user and host; the control record is in group CONTROL [anyone may]",
+    )
     a("-dc", "--disable-curses", action="store_true", help="accepted for compatibility")
     return p
 
@@ -176,6 +183,8 @@ def validate(args: argparse.Namespace) -> None:
         )
     if not args.input_channel.strip():
         raise UsageError("--input-channel is empty")
+    if args.access_security_file:
+        check_file(args.access_security_file)
 
 
 def stage_config(
@@ -227,4 +236,5 @@ def stage_config(
         report_stats=tuple(s.strip() for s in args.report_stats.split(",") if s.strip()),
         report_format=args.report_format,
         restart_failed=args.restart_failed,
+        access_security_file=args.access_security_file,
     )

@@ -45,6 +45,8 @@ class StageConfig:
     report_format: str = "text"
     #: Start the stage again with the same id and options if it dies (the parent does).
     restart_failed: bool = False
+    #: EPICS access security file that restricts puts on the control channel.
+    access_security_file: str | None = None
     #: Times this stage was started again, and the back-off before this start (s).
     restart_count: int = 0
     restart_backoff: float = 0.0

@@ -52,7 +52,9 @@ class Stage(ControlCommands):
         self.processor = processor
         self.logger = logger
         self.id_name = f"{config.kind}Id"
-        self.server = StageServer(self.id_name, config.stage_id, logger)
+        self.server = StageServer(
+            self.id_name, config.stage_id, logger, config.access_security_file
+        )
         self.publisher = DataPublisher(self.server, config.output_channel, logger)
         self.stop_event = threading.Event()
         self.stop_reason = ""

@@ -35,7 +35,13 @@ __all__ = [
 ]
 
 #: Options whose relative paths are taken relative to the workflow file.
-PATH_DESTS = ("processor_file", "input_file", "input_directory", "log_file")
+PATH_DESTS = (
+    "processor_file",
+    "input_file",
+    "input_directory",
+    "log_file",
+    "access_security_file",
+)
 #: Options ``pvhpc run`` sets itself.
 MANAGED = {"report-format": "pvhpc run reads the stages' reports as JSON; remove this option"}
 

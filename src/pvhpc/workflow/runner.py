@@ -21,6 +21,7 @@ import re
 import signal
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from rich.console import Console
@@ -60,6 +61,11 @@ class Runner:
     :meth:`run` does it all and returns ``pvhpc run``'s exit status; it installs
     SIGINT/SIGTERM handlers for its duration (a first signal stops the workflow
     cleanly, a second one hurries the stop).
+
+    ``tick_hooks`` are called with the runner in the main thread, several times a
+    second while stages start and run, once more when the stop begins and once
+    after the summary (``summary_lines`` and ``exit_status`` set): a live view other
+    than the table (the web dashboard) reads the observer there. They must not block.
     """
 
     def __init__(self, wf: Workflow, options: RunOptions, console: Console):
@@ -79,6 +85,18 @@ class Runner:
         self.stop_reason = ""
         self.early = False  # stopped while sources were still publishing
         self.all_arrived = False  # every consumer set accounted for every frame
+        self.tick_hooks: list[Callable[[Runner], None]] = []
+        self.summary_lines: list[str] = []
+        self.exit_status: int | None = None
+
+    def request_stop(self, reason: str) -> None:
+        """Stop the workflow as Ctrl-C does, for ``reason`` (any thread)."""
+        if not self.stop_reason:
+            self.stop_reason = reason
+
+    def _tick(self) -> None:
+        for hook in self.tick_hooks:
+            hook(self)
 
     # -- signals -------------------------------------------------------------------
 
@@ -265,6 +283,7 @@ class Runner:
                             f"the stream did not drain within {self.options.drain_timeout:g} s"
                         )
                         break
+                self._tick()
                 if live is not None:
                     live.update(self.table(), refresh=True)
                 elif mode == "plain" and now >= next_print:
@@ -385,6 +404,7 @@ class Runner:
         for check in checks:
             check.fed_by = self._feeding_sets(check, checks)
         lines, status = judge(checks, failed, self.early)
+        self.summary_lines = lines
         for line in lines:
             self.say(line)
         self.say(f"logs: {self.log_dir}")
@@ -404,9 +424,12 @@ class Runner:
                 self.watch()
             else:
                 self.stop_reason = self.stop_reason or "a stage failed to start"
+            self._tick()
             self.stop_all()
             status = self.summary()
-            return status if ok else 1
+            self.exit_status = status if ok else 1
+            self._tick()
+            return self.exit_status
         finally:
             self.watcher.close()
             for proc in self.procs.values():
