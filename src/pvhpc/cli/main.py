@@ -26,6 +26,10 @@ COMMANDS = {
     "control": ("inspect", "send a command to a control channel and print its answer"),
     "status": ("status", "live view of the status channels of running stages"),
     "run": ("run", "run a whole workflow from a YAML file"),
+    "remote-stage": (
+        "remote_stage",
+        "run one stage on this host for pvhpc run's ssh/slurm launchers",
+    ),
 }
 
 
