@@ -27,7 +27,7 @@ import pytest
 from harness import ROOT, wait_for
 from spread_workflow import frames_sent, set_lines, spread_workflow, stage_reports
 
-pytestmark = [pytest.mark.e2e]
+pytestmark = [pytest.mark.e2e, pytest.mark.slurm]
 
 TOOLS = ("slurmctld", "slurmd", "munged", "srun", "salloc", "sbatch", "scontrol", "sinfo")
 NODE = "pvhpc-node"

@@ -143,9 +143,12 @@ class RemoteLauncher(Launcher):
 
     def __init__(self, wf: Workflow, environ: dict | None = None):
         super().__init__(wf, environ)
+        self.cwd = os.getcwd()
+
+    def prepare(self) -> None:
         if shutil.which(self.tool, path=self.environ.get("PATH")) is None:
             raise UsageError(f"launcher {self.name}: no {self.tool} command on this machine")
-        self.cwd = os.getcwd()
+        super().prepare()
 
     def remote_words(self, stage: StageSpec) -> list[str]:
         """What runs on the host: the wrapper, the stage's environment, the stage."""

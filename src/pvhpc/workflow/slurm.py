@@ -48,6 +48,8 @@ def allocation_nodes(env: dict) -> list[str]:
     nodelist = env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST")
     if not nodelist:
         raise UsageError("launcher slurm: SLURM_JOB_NODELIST is not set")
+    if "[" not in nodelist:  # plain names: nothing for scontrol to expand
+        return [n for n in nodelist.split(",") if n]
     return _scontrol("show", "hostnames", nodelist, env=env).split()
 
 
@@ -65,7 +67,7 @@ class SlurmLauncher(RemoteLauncher):
     def prepare(self) -> None:
         self.nodes = allocation_nodes(self.environ)
         self._auto = 0
-        super().prepare()
+        super().prepare()  # the stages' nodes, in file order
 
     def node_of(self, stage: StageSpec) -> str | None:
         host = stage.host
