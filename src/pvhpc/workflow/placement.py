@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import re
 import shlex
 from collections.abc import Callable
@@ -90,7 +91,9 @@ def read_launch(doc: dict, override: str | None, fail: Fail) -> tuple[str, Launc
             fail("pvhpc-command", "pvhpc-command: empty")
     for key in ("ssh-options", "srun-options", "sbatch-options"):
         if key in doc:
-            setattr(spec, key.replace("-", "_"), _words(doc[key], key, fail))
+            # ~/… as a shell would give it (ssh -F ~/.ssh/beamline.conf)
+            words = [os.path.expanduser(w) for w in _words(doc[key], key, fail)]
+            setattr(spec, key.replace("-", "_"), words)
     network = doc.get("network", "inherit")
     if isinstance(network, dict):
         for key in network:

@@ -197,7 +197,8 @@ class Runner:
                     self.say(f"  {stage.label}: up ({_describe(stage)})")
                 elif proc.returncode is not None:
                     self.say(
-                        f"{PROG}: error: stage {stage.label!r} exited ({proc.failure()}) "
+                        f"{PROG}: error: stage {stage.label!r} exited "
+                        f"({proc.failure() if proc.lost else f'status {proc.returncode}'}) "
                         f"while starting:\n{_indent(proc.error_tail())}"
                     )
                     return False
