@@ -240,3 +240,25 @@ def test_batch_script(tmp_path):
     assert "#SBATCH --nodes=3" in lines and "#SBATCH --partition=beam" in lines
     assert "cd /data/run" in lines
     assert lines[-1] == f"exec pvhpc run {tmp_path}/wf.yaml --launcher slurm --view plain"
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--launcher", "slurm"], "launcher slurm: not inside a Slurm allocation"),
+        (["--emit-batch"], "--emit-batch writes a Slurm batch script: give --launcher slurm"),
+        (["--launcher", "pbs"], "argument --launcher: invalid choice: 'pbs'"),
+    ],
+)
+def test_launcher_mistakes_on_the_command_line(tmp_path, args, words):
+    path = write(tmp_path, SPREAD.format(n=4, u=1, hosts="[0, 1]", ids=[1, 2, 3, 4]))
+    path = write(tmp_path, open(path).read().replace("launcher: ssh", "launcher: local"))
+    done = subprocess.run(
+        [sys.executable, "-m", "pvhpc", "run", path, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PYTHONPATH": f"{ROOT}/src", "PATH": os.environ["PATH"]},
+    )
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.count("\n") == 1 and words in done.stderr, done.stderr
