@@ -14,41 +14,16 @@ namespaces are removed however the test ends.
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
-import uuid
-
 import pvaccess as pva
 import pytest
 
-from harness import ROOT, Proc, accounted, json_reports, wait_for
+from harness import Proc, accounted, json_reports, wait_for
+from netns import NsProc, host_env, hosts_on_a_bridge, why_not
 
 pytestmark = [pytest.mark.e2e, pytest.mark.netns]
 
 SUBNET = "10.213.7"
 HOSTS = {"sim": f"{SUBNET}.1", "cons": f"{SUBNET}.2", "col": f"{SUBNET}.3"}
-
-
-def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run(["ip", *args], capture_output=True, text=True, timeout=20, check=check)
-
-
-def _why_not() -> str | None:
-    """Why network namespaces cannot be used here, or None if they can."""
-    if sys.platform != "linux":
-        return "network namespaces are Linux only"
-    if os.geteuid() != 0:
-        return "creating network namespaces needs root"
-    if shutil.which("ip") is None:
-        return "needs the ip command (iproute2) for ip netns"
-    probe = f"pvhpc-probe-{uuid.uuid4().hex[:6]}"
-    done = _ip("netns", "add", probe, check=False)
-    if done.returncode != 0:
-        return f"ip netns add failed: {done.stderr.strip()}"
-    _ip("netns", "del", probe, check=False)
-    return None
 
 
 @pytest.fixture
@@ -57,70 +32,11 @@ def hosts():
 
     Yields ``{host: namespace name}``.
     """
-    reason = _why_not()
+    reason = why_not()
     if reason:
         pytest.skip(reason)
-    tag = uuid.uuid4().hex[:6]
-    hub = f"pvhpc-{tag}-hub"
-    names = {h: f"pvhpc-{tag}-{h}" for h in HOSTS}
-    created = []
-    try:
-        _ip("netns", "add", hub)
-        created.append(hub)
-        _ip("-n", hub, "link", "add", "br0", "type", "bridge")
-        _ip("-n", hub, "link", "set", "br0", "up")
-        for host, ns in names.items():
-            _ip("netns", "add", ns)
-            created.append(ns)
-            # Both ends are created inside the namespaces: nothing touches the host's.
-            _ip("link", "add", "eth0", "netns", ns, "type", "veth", "peer", "name", f"v-{host}", "netns", hub)  # fmt: skip
-            _ip("-n", ns, "link", "set", "lo", "up")
-            _ip("-n", ns, "addr", "add", f"{HOSTS[host]}/24", "dev", "eth0")
-            _ip("-n", ns, "link", "set", "eth0", "up")
-            _ip("-n", hub, "link", "set", f"v-{host}", "master", "br0")
-            _ip("-n", hub, "link", "set", f"v-{host}", "up")
+    with hosts_on_a_bridge(HOSTS) as names:
         yield names
-    finally:
-        for ns in reversed(created):
-            _ip("netns", "del", ns, check=False)
-
-
-def host_env(host: str) -> dict:
-    """EPICS settings of one namespace: search its peers, serve on its own address."""
-    own = HOSTS[host]
-    peers = " ".join(addr for h, addr in HOSTS.items() if h != host)
-    return {
-        "EPICS_PVA_ADDR_LIST": peers,
-        "EPICS_PVA_AUTO_ADDR_LIST": "NO",
-        "EPICS_PVAS_INTF_ADDR_LIST": own,
-        "EPICS_PVAS_BEACON_ADDR_LIST": peers,
-        "EPICS_PVAS_AUTO_BEACON_ADDR_LIST": "NO",
-        "EPICS_CA_ADDR_LIST": own,
-        "EPICS_CA_AUTO_ADDR_LIST": "NO",
-        "EPICS_CAS_INTF_ADDR_LIST": own,
-        "EPICS_CAS_BEACON_ADDR_LIST": own,
-        "EPICS_CAS_AUTO_BEACON_ADDR_LIST": "NO",
-    }
-
-
-class NsProc(Proc):
-    """``python -m pvhpc <args>`` run inside a network namespace (``ip netns exec``)."""
-
-    def __init__(self, namespace: str, host: str, args: list[str], name: str):
-        self.args = args
-        self.name = name
-        self.log = open(os.path.join(os.environ.get("TMPDIR", "/tmp"), f"pvhpc-{name}-{uuid.uuid4().hex[:6]}.log"), "w+b")  # fmt: skip
-        env = dict(os.environ, PYTHONUNBUFFERED="1", **host_env(host))
-        env["PYTHONPATH"] = os.path.join(ROOT, "src")
-        # ip netns exec execs the command: the pid is Python's, signals go straight to it.
-        self.popen = subprocess.Popen(
-            ["ip", "netns", "exec", namespace, sys.executable, "-m", "pvhpc", *args],
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-        )
-        self.expect_exit = False
 
 
 def latest(proc: Proc, id_name: str) -> dict:
@@ -137,7 +53,9 @@ def test_sim_consumers_collector_on_three_hosts(procs, hosts, prefix):
     common = ["-rp", "0.5", "-rf", "json"]
 
     def start(host, name, *args):
-        proc = NsProc(hosts[host], host, [str(a) for a in args], name)
+        own = HOSTS[host]
+        env = host_env(own, [a for a in HOSTS.values() if a != own])
+        proc = NsProc(hosts[host], [str(a) for a in args], name, env)
         procs.procs.append(proc)
         return proc
 

@@ -27,6 +27,10 @@ COMMANDS = {
     "status": ("status", "live view of the status channels of running stages"),
     "run": ("run", "run a whole workflow from a YAML file"),
     "dashboard": ("dashboard", "web page of running stages: live numbers, charts, control"),
+    "remote-stage": (
+        "remote_stage",
+        "run one stage on this host for pvhpc run's ssh/slurm launchers",
+    ),
 }
 
 

@@ -27,8 +27,13 @@ Exit status (see :func:`judge`):
 - 3: every frame is accounted for, but with warnings: some set counted more frames
   than were published, so its missed count, and the check, cannot be trusted.
 
-Every stage's output goes to ``<log-dir>/<stage>.out`` and ``.err``. From Python,
-use :func:`pvhpc.workflow.load_workflow` and :class:`pvhpc.workflow.runner.Runner`.
+Every stage's output goes to ``<log-dir>/<stage>.out`` and ``.err``.
+
+``--launcher ssh|slurm`` (or ``launcher:`` in the file) starts the stages on their
+hosts (:mod:`pvhpc.workflow.launch`); ``--launcher slurm --emit-batch FILE`` writes
+an ``sbatch`` script that runs the workflow (:func:`pvhpc.workflow.slurm.batch_script`).
+From Python, use :func:`pvhpc.workflow.load_workflow`,
+:func:`pvhpc.workflow.launch.make_launcher` and :class:`pvhpc.workflow.runner.Runner`.
 """
 
 from __future__ import annotations
@@ -48,10 +53,12 @@ from ..dashboard.options import (
 )
 from ..dashboard.sources import WorkflowSource
 from ..errors import UsageError
-from ..loopback import LOOPBACK_ENV
 from ..options.common import Parser, add_version
 from ..workflow import Workflow, load_workflow
+from ..workflow.launch import Launcher, make_launcher, quote
+from ..workflow.placement import LAUNCHERS
 from ..workflow.runner import Runner, RunOptions
+from ..workflow.slurm import batch_script
 from .common import entry_point, run_main
 
 __all__ = ["main", "build_parser"]
@@ -77,6 +84,20 @@ def build_parser() -> Parser:
         help="put this before every channel name of the workflow (run a second copy)",
     )
     p.add_argument("--log-dir", help="directory for the stages' output [a new temporary one]")
+    p.add_argument(
+        "--launcher",
+        choices=LAUNCHERS,
+        help="start the stages here (local), on their hosts through ssh, or as srun steps "
+        "of the current Slurm allocation [the file's launcher:, else local]",
+    )
+    p.add_argument(
+        "--emit-batch",
+        nargs="?",
+        const="-",
+        metavar="FILE",
+        help="with --launcher slurm: write an sbatch script that runs the workflow to FILE "
+        "(- or none: standard output), start nothing",
+    )
     p.add_argument(
         "--view",
         choices=("auto", "live", "plain", "none"),
@@ -115,7 +136,7 @@ def build_parser() -> Parser:
     return p
 
 
-def _print_plan(wf: Workflow, console: Console) -> None:
+def _print_plan(wf: Workflow, launcher: Launcher, console: Console) -> None:
     console.print(f"workflow {wf.name} ({wf.path}): OK", highlight=False, markup=False)
     if wf.description:
         console.print(f"  {wf.description}", highlight=False, markup=False)
@@ -126,10 +147,12 @@ def _print_plan(wf: Workflow, console: Console) -> None:
         highlight=False,
         markup=False,
     )
+    for line in [*wf.notes, *launcher.describe()]:
+        console.print(f"  {line}", highlight=False, markup=False, soft_wrap=True)
     console.print("  start order:", highlight=False, markup=False)
     for stage in wf.start_order():
         line = "pvhpc " + " ".join(_quote(a) for a in stage.command)
-        console.print(f"    {stage.name}: {line}", highlight=False, markup=False, soft_wrap=True)
+        console.print(f"    {stage.label}: {line}", highlight=False, markup=False, soft_wrap=True)
     console.print("  consumer sets checked for loss:", highlight=False, markup=False)
     for cset in wf.consumer_sets():
         console.print(
@@ -149,15 +172,24 @@ def _body(argv: Sequence[str] | None) -> int:
         if getattr(args, name) <= 0:
             raise UsageError(f"--{name.replace('_', '-')} must be > 0")
     web = check_web_arguments(args)
-    wf = load_workflow(args.workflow, args.channel_prefix)
+    wf = load_workflow(args.workflow, args.channel_prefix, launcher=args.launcher)
+    if args.emit_batch is not None:
+        return _emit_batch(wf, args)
     console = Console(width=None if sys.stdout.isatty() else 160)
+    launcher = make_launcher(wf)
     if args.check:
-        _print_plan(wf, console)
+        try:
+            launcher.prepare()
+        except UsageError as exc:
+            if launcher.name != "slurm" or os.environ.get("SLURM_JOB_ID"):
+                raise
+            wf.notes.append(f"not placed yet: {exc}")
+        _print_plan(wf, launcher, console)
         return 0
-    if wf.network == "loopback":
-        # The file asks for it: every EPICS search, beacon and server on 127.0.0.1,
-        # for the stages and for this process's own status monitors.
-        os.environ.update(LOOPBACK_ENV)
+    launcher.prepare()
+    # network: loopback or hosts: this process's own status monitors search where
+    # the stages serve (the stages get their settings from the launcher).
+    os.environ.update(launcher.runner_env())
     options = RunOptions(
         log_dir=args.log_dir,
         view=args.view,
@@ -167,7 +199,7 @@ def _body(argv: Sequence[str] | None) -> int:
         drain_timeout=args.drain_timeout,
         quiet_time=args.quiet_time,
     )
-    runner = Runner(wf, options, console)
+    runner = Runner(wf, options, console, launcher)
     if web is None:
         return runner.run()
     dashboard = open_dashboard(WorkflowSource(wf, runner.observer, runner), args, web)
@@ -179,6 +211,35 @@ def _body(argv: Sequence[str] | None) -> int:
         return runner.run()
     finally:
         dashboard.stop()
+
+
+def _emit_batch(wf: Workflow, args) -> int:
+    """``--emit-batch``: write the sbatch script (see :func:`batch_script`)."""
+    if wf.launch.launcher != "slurm":
+        raise UsageError(
+            "--emit-batch writes a Slurm batch script: give --launcher slurm "
+            "(or launcher: slurm in the workflow file)"
+        )
+    options = ["--view", "plain" if args.view == "auto" else args.view]
+    for name in ("channel_prefix", "log_dir"):
+        if getattr(args, name):
+            options += [f"--{name.replace('_', '-')}", getattr(args, name)]
+    for name in ("duration", "print_period", "start_timeout", "drain_timeout", "quiet_time"):
+        if getattr(args, name) != build_parser().get_default(name):
+            options += [f"--{name.replace('_', '-')}", f"{getattr(args, name):g}"]
+    text = batch_script(wf, options)
+    if args.emit_batch == "-":
+        sys.stdout.write(text)
+        return 0
+    try:
+        with open(args.emit_batch, "w", encoding="utf-8") as f:
+            f.write(text)
+    except OSError as exc:
+        raise UsageError(f"--emit-batch: cannot write {args.emit_batch}: {exc.strerror}") from None
+    sys.stderr.write(
+        f"wrote {args.emit_batch}; submit it with: sbatch {quote([args.emit_batch])}\n"
+    )
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

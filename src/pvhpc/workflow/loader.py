@@ -54,14 +54,14 @@ from ..options import sim as sim_options
 from ..options.common import ParseError
 from .argv import apply_prefix, build_argv, dashless, line_for_message, strip_argument, suggest
 from .model import Instance, StageSpec, Workflow, WorkflowError
+from .placement import LAUNCH_KEYS, place, read_host, read_launch
 from .yamlfile import read_yaml
 
 __all__ = ["load_workflow", "STAGE_TYPES"]
 
 STAGE_TYPES = ("sim", "mirror", "consumer", "collector")
-TOP_KEYS = ("name", "description", "network", "duration", "external", "stages")
-STAGE_KEYS = ("type", "env")
-NETWORKS = ("inherit", "loopback")
+TOP_KEYS = ("name", "description", "network", "duration", "external", "stages", *LAUNCH_KEYS)
+STAGE_KEYS = ("type", "env", "host")
 #: Seconds between status updates of consumers and collectors when the file gives none.
 DEFAULT_REPORT_PERIOD = 1.0
 
@@ -206,6 +206,12 @@ def _load_stage(path: str, name: Any, raw: Any, line: int, env: dict, prefix: st
     def fail_at(key: str | None, message: str):
         raise WorkflowError(path, stage.line_of(key), f"stage {name!r}: {message}")
 
+    if raw.get("host") is not None:
+        stage.placement = read_host(
+            _substitute(raw["host"], env, lambda m: fail_at("host", m)),
+            lambda m: fail_at("host", m),
+        )
+
     values: dict[str, Any] = {}
     for key, value in raw.items():
         if key in STAGE_KEYS:
@@ -246,12 +252,16 @@ def _load_stage(path: str, name: Any, raw: Any, line: int, env: dict, prefix: st
     return stage
 
 
-def load_workflow(path: str, channel_prefix: str = "", environ: dict | None = None) -> Workflow:
+def load_workflow(
+    path: str, channel_prefix: str = "", environ: dict | None = None, launcher: str | None = None
+) -> Workflow:
     """Read and check a workflow file; raise :class:`WorkflowError` on any mistake.
 
     ``channel_prefix`` is put before every channel name in the file (to run a copy
-    of a workflow beside another). Nothing is started; processor files are imported
-    and processor classes instantiated once, to check their arguments.
+    of a workflow beside another); ``launcher`` replaces the file's ``launcher:``.
+    Nothing is started; processor files are imported and processor classes
+    instantiated once, to check their arguments. Consumer stages spread over
+    several hosts come back as one stage per host (:func:`~.placement.place`).
     """
     doc = read_yaml(path)
     if doc is None:
@@ -276,13 +286,11 @@ def load_workflow(path: str, channel_prefix: str = "", environ: dict | None = No
         raise WorkflowError(
             path, lines.get("name" if not isinstance(name, str) else "description"), "expected text"
         )
-    network = doc.get("network", "inherit")
-    if network not in NETWORKS:
-        raise WorkflowError(
-            path,
-            lines.get("network"),
-            f"network: {network!r} is not one of {', '.join(NETWORKS)}",
-        )
+
+    def fail_top(key: str, message: str):
+        raise WorkflowError(path, lines.get(key), message)
+
+    network, launch = read_launch(doc, launcher, fail_top)
     duration = doc.get("duration")
     if duration is not None and (
         isinstance(duration, bool) or not isinstance(duration, (int, float)) or duration <= 0
@@ -319,8 +327,10 @@ def load_workflow(path: str, channel_prefix: str = "", environ: dict | None = No
         duration=float(duration) if duration is not None else None,
         external=external,
         stages=stages,
+        launch=launch,
     )
     _check_graph(workflow)
+    place(workflow)
     return workflow
 
 

@@ -15,7 +15,15 @@ from typing import Any
 from ..endpoints import Endpoint
 from ..errors import UsageError
 
-__all__ = ["WorkflowError", "Endpoint", "Instance", "StageSpec", "ConsumerSet", "Workflow"]
+__all__ = [
+    "WorkflowError",
+    "Endpoint",
+    "Instance",
+    "StageSpec",
+    "ConsumerSet",
+    "LaunchSpec",
+    "Workflow",
+]
 
 
 class WorkflowError(UsageError):
@@ -60,6 +68,24 @@ class StageSpec:
     mirrors: dict[str, Endpoint] = field(default_factory=dict)
     #: The workflow file's directory (relative paths of path options start there).
     base_dir: str = ""
+    #: Where the stage runs: a host name (ssh, slurm), a node index (slurm), or None
+    #: (this machine; with slurm: placed automatically).
+    host: str | int | None = None
+    #: The stage's name in the file; a consumer stage spread over several hosts is
+    #: one StageSpec per host, named ``group@host``.
+    group: str = ""
+    #: The file's ``host:``, as a list (empty: none given).
+    placement: list[str | int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.group = self.group or self.name
+
+    @property
+    def label(self) -> str:
+        """The stage's name, with its host when it has one: ``process@node1``."""
+        if self.host is None or "@" in self.name:
+            return self.name
+        return f"{self.name}@{self.host}"
 
     @property
     def is_source(self) -> bool:
@@ -99,8 +125,31 @@ class ConsumerSet:
 
 
 @dataclass
+class LaunchSpec:
+    """How and where a workflow's stages are started (the file's launcher keys)."""
+
+    #: ``local`` (processes on this machine), ``ssh`` or ``slurm``.
+    launcher: str = "local"
+    #: How to run pvhpc on the hosts (ssh, slurm), split into words.
+    pvhpc_command: list[str] = field(default_factory=lambda: ["pvhpc"])
+    ssh_options: list[str] = field(default_factory=list)
+    srun_options: list[str] = field(default_factory=list)
+    sbatch_options: list[str] = field(default_factory=list)
+    #: ``network: {hosts: …}``: the address each host is reached at.
+    addresses: dict[str, str] = field(default_factory=dict)
+    #: ``network: {search: …}``: more addresses to search (IOCs outside the workflow).
+    search: list[str] = field(default_factory=list)
+    #: ``network: {name-servers: …}``: EPICS_PVA_NAME_SERVERS.
+    name_servers: list[str] = field(default_factory=list)
+
+
+@dataclass
 class Workflow:
-    """A checked workflow: its stages, in file order, and how they connect."""
+    """A checked workflow: its stages, in file order, and how they connect.
+
+    ``network`` is ``inherit``, ``loopback`` or ``hosts`` (address lists derived
+    from the placement, see :mod:`pvhpc.workflow.placement`).
+    """
 
     path: str
     name: str
@@ -109,6 +158,9 @@ class Workflow:
     duration: float | None
     external: list[Endpoint]
     stages: list[StageSpec]
+    launch: LaunchSpec = field(default_factory=LaunchSpec)
+    #: What ``pvhpc run`` says before it starts (e.g. a placement it ignores).
+    notes: list[str] = field(default_factory=list)
 
     def provider(self, endpoint: Endpoint) -> StageSpec | None:
         """The stage serving ``endpoint`` (None: external or unknown)."""
@@ -187,11 +239,11 @@ class Workflow:
                     distributor = None
                 if key not in sets:
                     sets[key] = ConsumerSet(
-                        f"{stage.name} {inst.stage_id}", [], list(inst.inputs), distributor
+                        f"{stage.label} {inst.stage_id}", [], list(inst.inputs), distributor
                     )
                     stage_names[key] = []
-                if stage.name not in stage_names[key]:
-                    stage_names[key].append(stage.name)
+                if stage.label not in stage_names[key]:
+                    stage_names[key].append(stage.label)
                 sets[key].members.append((stage, inst.stage_id))
                 sets[key].copies.append(set_name)
         for key, cset in sets.items():

@@ -30,7 +30,17 @@ class Observer:
 
     def report(self, stage: StageSpec, stage_id: int, final: bool) -> dict | None:
         if final:
-            report = self.procs[stage.name].final_reports().get(stage_id)
+            proc = self.procs[stage.name]
+            report = proc.final_reports().get(stage_id)
+            if proc.lost and not (report or {}).get("final"):
+                # The connection to its host went first: its status channel (read
+                # over PVA, not through the connection) may have said more.
+                live = self.live_report(stage, stage_id)
+                if live is not None and (
+                    report is None
+                    or accounted(stage_counts(live)) > accounted(stage_counts(report))
+                ):
+                    return live
             if report is not None:
                 return report
         return self.live_report(stage, stage_id)
@@ -44,6 +54,8 @@ class Observer:
         proc = self.procs[stage.name]
         if stage.type == "sim":
             proc.read_output()
+            if final and proc.lost and not proc.source_done:
+                return None  # it went on sending after its host was lost: not known
             return proc.sent if proc.sent is not None else (0 if proc.serving else None)
         if stage.type == "mirror":
             src = stage.mirrors.get(channel)
@@ -71,14 +83,14 @@ class Observer:
         for (stage, sid), set_name in zip(cset.members, copies):
             report = self.report(stage, sid, final)
             if report is None:
-                check.missing_reports.append(f"{stage.name} {sid}")
+                check.missing_reports.append(f"{stage.label} {sid}")
                 continue
             check.reported += 1
             c = stage_counts(report)
             if set_name is None:
                 counted.append(c)
             else:
-                named.setdefault(set_name, []).append((f"{stage.name} {sid}", c))
+                named.setdefault(set_name, []).append((f"{stage.label} {sid}", c))
         for set_name, members in named.items():
             sums = [(accounted(c), who, c) for who, c in members]
             most = max(n for n, _, _ in sums)
@@ -94,7 +106,21 @@ class Observer:
                 setattr(check, key, getattr(check, key) + c[key])
         if final:
             self._add_lost_with_dead(cset, check)
+            self._add_lost_with_host(cset, check)
         return check
+
+    def _add_lost_with_host(self, cset: ConsumerSet, check: SetCheck) -> None:
+        """Frames the set's stages on a lost host took with them: what the set does
+        not account for, once a member's host was lost (its last numbers came before
+        the end), is counted as lost with it."""
+        lost = []
+        for stage in {stage.name: stage for stage, _ in cset.members}.values():
+            proc = self.procs[stage.name]
+            if proc.lost:
+                lost.append(f"{stage.label} ({proc.failure()})")
+        if lost and check.published is not None and check.accounted < check.published:
+            check.lost_with_dead += check.published - check.accounted
+            check.dead.extend(lost)
 
     def _add_lost_with_dead(self, cset: ConsumerSet, check: SetCheck) -> None:
         """The frames the set's dead consumers took with them, from the consumer-set
@@ -138,7 +164,7 @@ class Observer:
                     state = "sending"
                 else:
                     state = "starting" if proc.popen else "-"
-                rows.append(StageRow(stage.name, state=state, published=proc.sent, rate=proc.rate))
+                rows.append(StageRow(stage.label, state=state, published=proc.sent, rate=proc.rate))
                 continue
             if stage.type == "mirror":
                 proc.read_output()
@@ -154,7 +180,7 @@ class Observer:
                             state = "LOSS"
                     rows.append(
                         StageRow(
-                            f"{stage.name} {dst}",
+                            f"{stage.label} {dst}",
                             state=state,
                             received=c["received"] if c else None,
                             overruns=c["overruns"] if c else None,
@@ -168,10 +194,10 @@ class Observer:
                 report = self.report(stage, inst.stage_id, final or code is not None)
                 if report is None:
                     state = "starting" if proc.running else ("failed" if code else "-")
-                    rows.append(StageRow(stage.name, str(inst.stage_id), state=state))
+                    rows.append(StageRow(stage.label, str(inst.stage_id), state=state))
                     continue
                 rate = None if final else self.watcher.rate(inst.status) if inst.status else None
-                row = row_from_status(stage.name, report, rate)
+                row = row_from_status(stage.label, report, rate)
                 if code is not None:
                     if code != 0 and not (proc.stopped_by_us and code in (-2, 130)):
                         row.state = "failed"

@@ -124,6 +124,15 @@ class StageProcess:
     def running(self) -> bool:
         return self.popen is not None and self.popen.poll() is None
 
+    @property
+    def lost(self) -> bool:
+        """True if the stage's host was lost (remote stages only)."""
+        return False
+
+    def failure(self) -> str:
+        """How the stage ended, for the summary: ``exit status 1``."""
+        return f"exit status {self.returncode}"
+
     def stop(self, grace: float) -> int | None:
         """The stop sequence of :func:`stop_process`."""
         if self.popen is None:

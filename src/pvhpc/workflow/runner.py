@@ -28,6 +28,7 @@ from rich.console import Console
 from rich.live import Live
 
 from .accounting import SetCheck, judge
+from .launch import Launcher, LocalLauncher
 from .model import Endpoint, StageSpec, Workflow
 from .observer import Observer
 from .process import StageProcess
@@ -60,7 +61,8 @@ class Runner:
 
     :meth:`run` does it all and returns ``pvhpc run``'s exit status; it installs
     SIGINT/SIGTERM handlers for its duration (a first signal stops the workflow
-    cleanly, a second one hurries the stop).
+    cleanly, a second one hurries the stop). ``launcher`` (prepared) starts the
+    stages: here by default, or on their hosts (:mod:`pvhpc.workflow.launch`).
 
     ``tick_hooks`` are called with the runner in the main thread, several times a
     second while stages start and run, once more when the stop begins and once
@@ -68,15 +70,24 @@ class Runner:
     than the table (the web dashboard) reads the observer there. They must not block.
     """
 
-    def __init__(self, wf: Workflow, options: RunOptions, console: Console):
+    def __init__(
+        self,
+        wf: Workflow,
+        options: RunOptions,
+        console: Console,
+        launcher: Launcher | None = None,
+    ):
         self.wf = wf
         self.options = options
         self.console = console
         self.log_dir = options.log_dir or tempfile.mkdtemp(prefix=f"pvhpc-run-{_safe(wf.name)}-")
         os.makedirs(self.log_dir, exist_ok=True)
-        env = dict(os.environ)
+        if launcher is None:
+            launcher = LocalLauncher(wf)
+            launcher.prepare()
+        self.launcher = launcher
         self.procs: dict[str, StageProcess] = {
-            s.name: StageProcess(s, self.log_dir, env) for s in wf.stages
+            s.name: launcher.process(s, self.log_dir) for s in wf.stages
         }
         self.watcher = StatusWatcher()
         self.observer = Observer(wf, self.procs, self.watcher)
@@ -157,12 +168,12 @@ class Runner:
             ]
             if producers:
                 missing += [
-                    f"{stage.name} {inst.stage_id} <- {p.get('channel')}"
+                    f"{stage.label} {inst.stage_id} <- {p.get('channel')}"
                     for p in producers
                     if not p.get("connected", True)
                 ]
             elif not (report.get("receiverStats") or {}).get("connected", True):
-                missing.append(f"{stage.name} {inst.stage_id} <- {', '.join(inst.inputs)}")
+                missing.append(f"{stage.label} {inst.stage_id} <- {', '.join(inst.inputs)}")
         return missing
 
     def _wait_connected(self, stages: list[StageSpec], timeout: float = 20.0) -> None:
@@ -201,10 +212,11 @@ class Runner:
                 proc = self.procs[stage.name]
                 if self._ready(stage):
                     pending.remove(stage)
-                    self.say(f"  {stage.name}: up ({_describe(stage)})")
+                    self.say(f"  {stage.label}: up ({_describe(stage)})")
                 elif proc.returncode is not None:
                     self.say(
-                        f"{PROG}: error: stage {stage.name!r} exited (status {proc.returncode}) "
+                        f"{PROG}: error: stage {stage.label!r} exited "
+                        f"({proc.failure() if proc.lost else f'status {proc.returncode}'}) "
                         f"while starting:\n{_indent(proc.error_tail())}"
                     )
                     return False
@@ -247,10 +259,12 @@ class Runner:
                     code = proc.returncode
                     if code not in (None, 0) and not proc.reported_failure:
                         proc.reported_failure = True
-                        self.say(
-                            f"stage {stage.name!r} ended with status {code}:\n"
-                            f"{_indent(proc.error_tail(6))}"
+                        ended = (
+                            f"failed: {proc.failure()}"
+                            if proc.lost
+                            else f"ended with status {code}"
                         )
+                        self.say(f"stage {stage.label!r} {ended}:\n{_indent(proc.error_tail(6))}")
                 if duration and now - started >= duration:
                     self.stop_reason = f"duration of {duration:g} s reached"
                     self.early = any(not self.procs[s.name].source_done for s in sources)
@@ -371,7 +385,7 @@ class Runner:
                     if not isinstance(v, (dict, list))
                 ]
                 if pairs:
-                    lines.append(f"  {stage.name} {inst.stage_id}: " + "  ".join(pairs))
+                    lines.append(f"  {stage.label} {inst.stage_id}: " + "  ".join(pairs))
         return ["processor statistics:", *lines] if lines else []
 
     def _feeding_sets(self, check: SetCheck, checks: list[SetCheck]) -> list[str]:
@@ -399,7 +413,7 @@ class Runner:
             proc = self.procs[stage.name]
             code = proc.returncode
             if code not in (None, 0):
-                failed.append(f"{stage.name} (exit status {code})")
+                failed.append(f"{stage.label} ({proc.failure()})")
         checks = [self.observer.check_set(c, final=True) for c in self.wf.consumer_sets()]
         for check in checks:
             check.fed_by = self._feeding_sets(check, checks)
@@ -415,10 +429,13 @@ class Runner:
             sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)
         }
         try:
+            launcher = "" if self.launcher.name == "local" else f", launcher {self.launcher.name}"
             self.say(
                 f"workflow {self.wf.name}: {len(self.wf.stages)} stage(s), network "
-                f"{self.wf.network}, logs in {self.log_dir}"
+                f"{self.wf.network}{launcher}, logs in {self.log_dir}"
             )
+            for note in self.wf.notes:
+                self.say(note)
             ok = self.start()
             if ok:
                 self.watch()
