@@ -110,9 +110,9 @@ def main(argv=None) -> int:
     summary = {
         "runs": len(rows),
         "allCounted": all(r["ok"] for r in rows),
-        "lostMedian": statistics.median(lost),
+        "lostMedian": round(statistics.median(lost), 1),
         "lostRange": [min(lost), max(lost)],
-        "rerouteMsMedian": statistics.median(reroutes),
+        "rerouteMsMedian": round(statistics.median(reroutes), 1),
         "rerouteMsRange": [min(reroutes), max(reroutes)],
     }
     log(

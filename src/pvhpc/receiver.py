@@ -19,6 +19,7 @@ from typing import Any
 import pvaccess as pva
 
 from .counting import IdTracker
+from .errors import distributor_refused, server_answer
 
 __all__ = ["Receiver", "id_getter"]
 
@@ -122,7 +123,6 @@ class Receiver:
         skip_initial: int = 1,
         provider: Any = None,
         logger: logging.Logger | None = None,
-        on_id: Callable[[int], None] | None = None,
         distributor: str | None = None,
         on_fatal: Callable[[str], None] | None = None,
     ):
@@ -134,7 +134,6 @@ class Receiver:
         self.skip_initial = max(0, int(skip_initial))
         self.provider = provider if provider is not None else pva.PVA
         self.logger = logger or logging.getLogger("pvhpc.receiver")
-        self.on_id = on_id
         #: The distributor plugin the request asks for (None: no distributor).
         self.distributor = distributor
         #: Called (main thread) with one line when the stream cannot work at all.
@@ -268,7 +267,7 @@ class Receiver:
             self._distributor_ok = True
             self.stop()
             if self.on_fatal is not None:
-                self.on_fatal(_distributor_refused(self.channel_name, self.distributor, refusal))
+                self.on_fatal(distributor_refused(self.channel_name, self.distributor, refusal))
             return True
         check = self._distributor_check
         if check is not None and check.is_alive():
@@ -298,7 +297,7 @@ class Receiver:
         try:
             channel.get(f"field(_[{self.distributor}=group:pvhpc-check;updates:1])")
         except pva.PvaException as exc:
-            self._distributor_refusal = _server_answer(str(exc))
+            self._distributor_refusal = server_answer(str(exc))
         else:
             self._distributor_ok = True
 
@@ -490,20 +489,3 @@ class Receiver:
                 type(exc).__name__,
                 exc,
             )
-
-
-def _server_answer(text: str) -> str:
-    """The server's words in a pvaccess exception (after the client's own prefix)."""
-    text = " ".join(text.split())
-    marker = "connect "
-    return text.split(marker, 1)[1] if marker in text else text
-
-
-def _distributor_refused(channel: str, plugin: str | None, answer: str) -> str:
-    return (
-        f"the server of {channel} has no distributor plugin {plugin!r}, which the "
-        f"distributor options (--distributor-updates/-set/-group/-trigger) need: it "
-        f"refused the request ({answer}). Serve the channel through pvapy-mirror-server, "
-        f'which has the distributor (pvapy-mirror-server --channel-map "({channel}:dist,'
-        f'{channel},pva,1000)"), and read {channel}:dist; or leave out the distributor options'
-    )
