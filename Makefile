@@ -20,8 +20,10 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(PY) -m pvhpc run examples/workflows/demo.yaml
 
+# Two workers (one per core here), a test file per worker at a time: most of an
+# end-to-end test is waiting on real streams, so the suite takes about half as long.
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n 2 --dist loadfile tests
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests examples benchmarks

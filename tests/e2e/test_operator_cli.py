@@ -233,7 +233,11 @@ def pty_expect(child: pexpect.spawn, pattern: str, timeout: float) -> str:
             ) from None
         return re.search(pattern, ANSI.sub("", "".join(chunks)))
 
-    wait_for(seen, timeout, f"the terminal to show {pattern!r}")
+    try:
+        wait_for(seen, timeout, f"the terminal to show {pattern!r}")
+    except AssertionError as exc:
+        screen = ANSI.sub("", "".join(chunks))[-3000:]
+        raise AssertionError(f"{exc}; the terminal showed last:\n{screen}") from None
     return ANSI.sub("", "".join(chunks))
 
 

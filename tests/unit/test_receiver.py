@@ -290,11 +290,13 @@ def test_reconnects_after_the_record_comes_back_and_skips_its_first_update(serve
     drive([r], lambda: not r.connected, "the receiver to see the record go")
     assert r.n_connects == 1
     server.addRecord(channel, frame(10))
-    drive([r], lambda: r.connected and r.n_received == 12, "the new connection's first update")
-    assert r.n_connects == 2
-    assert r.n_skipped == 2  # the first update of each connection
+    drive([r], lambda: r.connected and r.n_skipped == 2, "the new connection's first update")
+    # (A loaded machine can delay that first update past the receiver's patience: it
+    # then subscribes once more, and skips that connection's first update too.)
+    assert r.n_connects >= 2
     publish(server, channel, range(11, 21))
-    drive([r], lambda: r.n_received == 22, "22 updates")
+    drive([r], lambda: delivered.ids[-1:] == [20], "ids up to 20")
+    assert r.n_skipped == r.n_connects  # the first update of each connection
     assert delivered.ids == list(range(1, 21))
     assert (r.n_errors, r.tracker.n_missed, r.tracker.n_restarts) == (0, 0, 0)
 
