@@ -15,9 +15,9 @@ from pvhpc.simulator import (
     Simulator,
     SimulatorConfig,
     SimulatorStats,
-    _gap_stats,
     parse_metadata_pvs,
 )
+from pvhpc.simulator.pacing import gap_stats
 
 
 def run(capsys, *argv: str) -> tuple[int, str]:
@@ -279,8 +279,8 @@ def test_gap_stats_use_the_recent_publish_times():
     # the buffer holds the last 8 (frame k at k % 8).
     for k in range(1, 11):
         times[k % 8] = 0.01 * k + (0.04 if k == 10 else 0.0)
-    p50, p99 = _gap_stats(times, 0, 10)
+    p50, p99 = gap_stats(times, 0, 10)
     assert p50 == pytest.approx(0.01) and 0.04 < p99 <= 0.05
-    assert _gap_stats(times, 8, 10)[0] == pytest.approx(0.03)  # the gaps before 9 and 10
-    assert _gap_stats(times, 0, 1) == (None, None)
-    assert _gap_stats(times, 0, 0) == (None, None)
+    assert gap_stats(times, 8, 10)[0] == pytest.approx(0.03)  # the gaps before 9 and 10
+    assert gap_stats(times, 0, 1) == (None, None)
+    assert gap_stats(times, 0, 0) == (None, None)
