@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..codecs import CODECS
 from ..simulator import COLOR_MODES, DATATYPES, PACING_MODES, REPORT_FORMATS, SimulatorConfig
 from .common import Parser, add_version, log_level, number
 
@@ -171,7 +172,7 @@ def build_parser(prog: str = PROG) -> Parser:
         "-cd",
         "--compression-codec",
         default=None,
-        choices=["lz4", "bslz4", "blosc"],
+        choices=list(CODECS),
         metavar="CODEC",
         help="publish frames compressed: lz4, bslz4 or blosc",
     )
