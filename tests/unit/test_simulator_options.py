@@ -266,7 +266,8 @@ def test_report_line_and_object_carry_the_same_figures():
     assert record == {
         "event": "report", "channel": "cam:image", "mode": "burst", "nSent": 2000,
         "elapsed": 2.0, "rate": 1000.0, "requestedRate": 1000.0, "cpu": 25.0,
-        "maxLag": 0.003, "gapP50": 0.0001, "gapP99": 0.0012, "nRestarts": 0, "final": True,
+        "maxLag": 0.003, "gapP50": 0.0001, "gapP99": 0.0012, "lateP50": None,
+        "lateP99": None, "nRestarts": 0, "final": True,
     }  # fmt: skip
     before = SimulatorStats("cam:image", 10.0)
     assert before.pacing == "even" and "gap" not in before.line()

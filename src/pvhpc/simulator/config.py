@@ -17,8 +17,10 @@ __all__ = [
     "COLOR_MODES",
     "DATATYPES",
     "PACING_MODES",
+    "ID_MODES",
     "REPORT_FORMATS",
     "SimulatorConfig",
+    "TIMING_MODES",
     "SimulatorStats",
     "check_codec",
     "validate",
@@ -36,6 +38,10 @@ COLOR_MODES: dict[int, str] = {0: "Mono", 2: "RGB1", 3: "RGB2", 4: "RGB3"}
 PACING_MODES = ("even", "burst")
 #: Report formats: lines for people, or one JSON object per line for programs.
 REPORT_FORMATS = ("text", "json")
+#: ``--timing``: an even rate, or a recording's own timing.
+TIMING_MODES = ("rate", "original")
+#: ``--ids``: a recording's ``uniqueId`` values, or new ones from 1.
+ID_MODES = ("original", "new")
 
 
 @dataclasses.dataclass
@@ -49,7 +55,10 @@ class SimulatorConfig:
     final report. ``pacing`` is one of :data:`PACING_MODES` (``"even"``: one frame
     per deadline; ``"burst"``: every due frame at once), ``report_format`` one of
     :data:`REPORT_FORMATS`. With an input file or directory, :class:`Simulator`
-    replaces ``nx``, ``ny`` and ``datatype`` by those of the input.
+    replaces ``nx``, ``ny`` and ``datatype`` by those of the input. ``timing``,
+    ``speed``, ``ids`` and ``loop`` apply to a recording (an ``input_file`` written by
+    ``pvhpc record``): see :mod:`pvhpc.simulator.replay`; ``ids=None`` means
+    ``original`` with ``timing="original"``, ``new`` otherwise.
     """
 
     channel_name: str = "pvapy:image"
@@ -75,6 +84,10 @@ class SimulatorConfig:
     seed: int | None = None
     pacing: str = "even"
     report_format: str = "text"
+    timing: str = "rate"
+    speed: float = 1.0
+    ids: str | None = None
+    loop: bool = False
 
 
 def validate(c: SimulatorConfig, metadata_names: list[str]) -> None:
@@ -110,6 +123,12 @@ def validate(c: SimulatorConfig, metadata_names: list[str]) -> None:
         raise UsageError(
             f"--report-format: {c.report_format!r} is not one of {', '.join(REPORT_FORMATS)}"
         )
+    if c.timing not in TIMING_MODES:
+        raise UsageError(f"--timing: {c.timing!r} is not one of {', '.join(TIMING_MODES)}")
+    if c.ids is not None and c.ids not in ID_MODES:
+        raise UsageError(f"--ids: {c.ids!r} is not one of {', '.join(ID_MODES)}")
+    if not (c.speed > 0 and math.isfinite(c.speed)):
+        raise UsageError(f"--speed: {c.speed} is out of range")
     if c.compression_codec is not None and c.compression_codec not in codecs.CODECS:
         raise UsageError(
             f"--compression-codec: {c.compression_codec!r} is not one of {', '.join(codecs.CODECS)}"
@@ -135,6 +154,8 @@ class SimulatorStats:
     time between consecutive frames, taken when each was handed to the server (None
     before the second frame); in a final report over the whole run (its last
     million frames), in a periodic one over the frames since the last.
+    ``late_p50``/``late_p99`` (final report): how long after its deadline a frame
+    went out, the timing error of a replay.
     """
 
     channel_name: str
@@ -147,6 +168,8 @@ class SimulatorStats:
     n_restarts: int = 0
     gap_p50: float | None = None
     gap_p99: float | None = None
+    late_p50: float | None = None
+    late_p99: float | None = None
 
     @property
     def rate(self) -> float:
@@ -187,6 +210,8 @@ class SimulatorStats:
             "maxLag": self.max_lag,
             "gapP50": self.gap_p50,
             "gapP99": self.gap_p99,
+            "lateP50": self.late_p50,
+            "lateP99": self.late_p99,
             "nRestarts": self.n_restarts,
             "final": final,
         }

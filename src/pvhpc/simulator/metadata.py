@@ -33,9 +33,10 @@ def parse_metadata_pvs(text: str | None, option: str = "--metadata-pv") -> list[
     return parse_channel_list(text, option, default_protocol="ca")
 
 
-def metadata_object() -> pva.PvObject:
-    """An empty ``{double value, time_t timeStamp}`` record for a PVA metadata channel."""
-    return pva.PvObject({"value": pva.DOUBLE, "timeStamp": pva.PvTimeStamp()})
+def metadata_object(value_type: pva.ScalarType = pva.DOUBLE) -> pva.PvObject:
+    """An empty ``{double value, time_t timeStamp}`` record for a PVA metadata channel
+    (``{string value, ...}`` for a replayed channel of strings)."""
+    return pva.PvObject({"value": value_type, "timeStamp": pva.PvTimeStamp()})
 
 
 class CaMetadata:
@@ -89,6 +90,11 @@ class CaMetadata:
         put = self.ioc.putField
         for name in self.names:
             put(name, value)
+
+    def put(self, name: str, value: float) -> None:
+        """Write one record's value, stamped now (a replayed update)."""
+        self.tick()
+        self.ioc.putField(name, value)
 
     def stop(self) -> None:
         try:

@@ -73,16 +73,29 @@ def pace(
     pacing: str = "even",
     report_period: int = 0,
     report: PeriodicReport | None = None,
+    schedule: Callable[[int], float] | None = None,
+    n_frames: int = 0,
 ) -> None:
     """Call ``send(n)`` for frames n = 1, 2, ... at their deadlines (blocks the caller).
 
-    Ends once the next deadline is past ``runtime`` (``<= 0``: never) or ``stop_event``
-    is set; a run that ends by its runtime also waits out the last frame's period,
-    so that n frames take n periods. ``send`` runs on the calling thread and should
-    return within a period. Every ``report_period`` frames, ``stats`` is brought up
-    to date and ``report`` called; at the end ``stats`` holds the whole run.
+    Frame ``n`` is due ``(n - 1) / frame_rate`` seconds after the start, or
+    ``schedule(n - 1)`` seconds with a ``schedule`` (a replay's recorded timing;
+    ``frame_rate`` is then only its nominal rate). Ends after ``n_frames`` frames
+    (0: no limit), once the next deadline is past ``runtime`` (``<= 0``: never) or
+    when ``stop_event`` is set; a run that ends by its runtime also waits out the
+    last frame's period, so that n frames take n periods. ``send`` runs on the
+    calling thread and should return within a period. Every ``report_period``
+    frames, ``stats`` is brought up to date and ``report`` called; at the end
+    ``stats`` holds the whole run, with how late frames went out against their
+    deadlines (``late_p50``/``late_p99``).
     """
     period = 1.0 / frame_rate
+    if schedule is None:
+
+        def schedule(k: int) -> float:
+            return k * period
+
+    limit = n_frames if n_frames > 0 else math.inf
     even = pacing == "even"
     # Bursts above 1/_TICK: waking up for every frame costs more CPU than the
     # frame itself (a sleep and wake-up is 30-45 us here), so sleep at least one
@@ -96,6 +109,7 @@ def pace(
     expected = frame_rate * (runtime + END_GRACE) + 2 if runtime > 0 else math.inf
     n_times = int(min(_GAP_SAMPLES, expected))
     times = np.zeros(n_times)
+    late = np.zeros(n_times)
     saved_slack = _set_timer_slack(1) if even else None
     cpu0 = time.process_time()
     t0 = start = clock()
@@ -104,8 +118,8 @@ def pace(
     sent = 0
     max_lag = 0.0
     try:
-        while True:
-            deadline = t0 + sent * period
+        while sent < limit:
+            deadline = t0 + schedule(sent)
             if deadline >= end or stopped():
                 break
             now = clock()
@@ -125,7 +139,7 @@ def pace(
             lag = now - deadline
             if lag > max_lag:
                 if lag > MAX_LAG:
-                    t0 = now - sent * period
+                    t0 = now - schedule(sent)
                     stats.n_restarts += 1
                     if stats.n_restarts == 1:
                         logger.warning(
@@ -140,7 +154,8 @@ def pace(
             # ``now``, at least that one.
             while True:
                 sent += 1
-                times[sent % n_times] = clock()
+                t = times[sent % n_times] = clock()
+                late[sent % n_times] = t - deadline
                 send(sent)
                 if report_period and sent % report_period == 0:
                     t = clock()
@@ -152,22 +167,25 @@ def pace(
                         recent = (sent - last_report_n) / interval if interval > 0 else 0.0
                         report(sent - last_report_n, recent)
                     last_report_t, last_report_n = t, sent
-                deadline = t0 + sent * period
+                if sent >= limit:
+                    break
+                deadline = t0 + schedule(sent)
                 if even or deadline > now or deadline >= end or stopped():
                     break
-        if not stopped() and math.isfinite(end):
+        if not stopped() and math.isfinite(end) and sent < limit:
             # Runtime is over: the last frame's period ends at the next deadline,
             # so that n frames take n periods and the rate reads true.
-            remaining = t0 + sent * period - clock()
+            remaining = t0 + schedule(sent) - clock()
             if remaining > 0:
                 stop_event.wait(remaining)
     finally:
         if saved_slack is not None:
             _set_timer_slack(saved_slack)
     # A frame's period counts whole, also when a stop cuts it short.
-    stats.n_sent, stats.elapsed = sent, max(clock(), t0 + sent * period) - start
+    stats.n_sent, stats.elapsed = sent, max(clock(), t0 + schedule(sent)) - start
     stats.cpu, stats.max_lag = time.process_time() - cpu0, max_lag
     stats.gap_p50, stats.gap_p99 = gap_stats(times, 0, sent)
+    stats.late_p50, stats.late_p99 = _late_stats(late, sent)
 
 
 def gap_stats(times: np.ndarray, first: int, last: int) -> tuple[float | None, float | None]:
@@ -179,6 +197,15 @@ def gap_stats(times: np.ndarray, first: int, last: int) -> tuple[float | None, f
         return None, None
     gaps = np.diff(times[np.arange(first, last + 1) % len(times)])
     p50, p99 = np.percentile(gaps, (50, 99))
+    return float(p50), float(p99)
+
+
+def _late_stats(late: np.ndarray, sent: int) -> tuple[float | None, float | None]:
+    """Median and 99th percentile of how late the last frames went out."""
+    n = min(sent, len(late))
+    if n < 1:
+        return None, None
+    p50, p99 = np.percentile(late[:n] if sent <= len(late) else late, (50, 99))
     return float(p50), float(p99)
 
 

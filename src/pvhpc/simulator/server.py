@@ -26,10 +26,12 @@ from collections.abc import Callable
 import pvaccess as pva
 
 from ..errors import UsageError
+from ..record.reader import is_recording
 from .config import COLOR_MODES, SimulatorConfig, SimulatorStats, check_codec, validate
-from .frames import prepare_frames
-from .metadata import CaMetadata, metadata_object, parse_metadata_pvs
+from .frames import HDF5_SUFFIXES, prepare_frames
+from .metadata import CaMetadata, MetadataPv, metadata_object, parse_metadata_pvs
 from .pacing import pace
+from .replay import MetadataPlayer, Replay
 
 __all__ = ["STOP_LINGER", "Simulator"]
 
@@ -72,11 +74,47 @@ class Simulator:
         self._stop_event = threading.Event()
         self._quit_event = threading.Event()
         self._running = threading.Event()
+        self._player: MetadataPlayer | None = None
         self.stats = SimulatorStats(config.channel_name, config.frame_rate, config.pacing)
         self.metadata = parse_metadata_pvs(config.metadata_pvs)
         validate(config, [m.name for m in self.metadata])
         check_codec(config.compression_codec)
-        self.frames: list[pva.NtNdArray] = prepare_frames(config)
+        #: The recording replayed (``-if`` a file of ``pvhpc record``), or None.
+        self.replay: Replay | None = None
+        if _replays(config):
+            self.replay = self._open_replay()
+            self.frames: list[pva.NtNdArray] = [self.replay.first()]
+        else:
+            for option, given in (
+                ("--timing original", config.timing == "original"),
+                ("--ids", config.ids is not None),
+            ):
+                if given:
+                    what = config.input_file or config.input_directory or "generated frames"
+                    raise UsageError(
+                        f"{option}: {what!r} holds no recorded timing and ids (only a file "
+                        "written by pvhpc record does)"
+                    )
+            self.frames = prepare_frames(config)
+
+    def _open_replay(self) -> Replay:
+        c = self.config
+        if self.metadata:
+            raise UsageError(
+                "--metadata-pv: a recording replays the metadata channels it holds; "
+                "leave out --metadata-pv"
+            )
+        if c.compression_codec:
+            raise UsageError(
+                "--compression-codec: a recording is served with the codec it was recorded with"
+            )
+        replay = Replay(c)
+        self.metadata = [MetadataPv(name, protocol) for name, protocol in _channels(replay)]
+        validate(c, [m.name for m in self.metadata])
+        if replay.original:
+            self.stats.frame_rate = replay.nominal_rate
+            self.stats.pacing = "original"
+        return replay
 
     def stop(self) -> None:
         """Ask :meth:`run` to finish: no more frames, no shutdown delay.
@@ -115,24 +153,34 @@ class Simulator:
         initial = self.frames[0].copy()
         initial.set(_stamp(0, *divmod(time.time_ns(), 1_000_000_000)))
         server.addRecord(c.channel_name, initial)
+        strings = _string_channels(self.replay)
         for name in pva_meta:
-            server.addRecord(name, metadata_object())
+            server.addRecord(name, metadata_object(pva.STRING if name in strings else pva.DOUBLE))
         self._running.set()
         try:
             self._report_start()
             if c.start_delay > 0:
                 self._stop_event.wait(c.start_delay)
             if not self._stop_event.is_set():
+                replay = self.replay
+                if replay is None:
+                    send = self._sender(server, pva_meta, ca)
+                else:
+                    send = self._replay_sender(replay, server, ca)
                 pace(
-                    self._sender(server, pva_meta, ca),
+                    send,
                     self.stats,
                     self._stop_event,
-                    frame_rate=c.frame_rate,
+                    frame_rate=self.stats.frame_rate,
                     runtime=c.runtime,
-                    pacing=c.pacing,
+                    pacing=c.pacing if replay is None or not replay.original else "even",
                     report_period=c.report_period,
                     report=lambda n, rate: self._report_stats(False, n, rate),
+                    schedule=replay.due if replay is not None and replay.original else None,
+                    n_frames=replay.n_total if replay is not None else 0,
                 )
+                if self._player is not None and not self._stop_event.is_set():
+                    self._player.rest()
             self._report_stats(final=True)
             if c.shutdown_delay > 0 and not self._stop_event.is_set():
                 self._stop_event.wait(c.shutdown_delay)
@@ -153,6 +201,8 @@ class Simulator:
                 server.stop()
             if ca is not None:
                 ca.stop()
+            if self.replay is not None:
+                self.replay.close()
         return self.stats
 
     def _sender(
@@ -193,6 +243,56 @@ class Simulator:
 
         return send
 
+    def _replay_sender(
+        self, replay: Replay, server: pva.PvaServer, ca: CaMetadata | None
+    ) -> Callable[[int], None]:
+        """``send(n)``: the recorded metadata updates due, then recorded frame ``n``,
+        its id and timestamps as :mod:`.replay` describes."""
+        channel = self.config.channel_name
+        update = server.update
+        time_ns = time.time_ns
+        original = replay.original
+        t0_ns = 0
+        last_ns = 0
+
+        def publish(event, offset: float) -> None:
+            if event.protocol == "ca":
+                if ca is not None:
+                    try:
+                        ca.put(event.name, event.value)
+                    except (pva.PvaException, TypeError, ValueError) as exc:
+                        logger.debug("CA metadata %s = %r: %s", event.name, event.value, exc)
+                return
+            ns = t0_ns + int(offset * 1e9) if original and t0_ns else time_ns()
+            stamp = {"secondsPastEpoch": ns // 1_000_000_000, "nanoseconds": ns % 1_000_000_000}
+            update(event.name, {"value": event.value, "timeStamp": stamp})
+
+        player = self._player = MetadataPlayer(replay, publish, self._stop_event)
+
+        def send(n: int) -> None:
+            nonlocal t0_ns, last_ns
+            i = n - 1
+            if not t0_ns:
+                t0_ns = time_ns()
+            stamp_ns = t0_ns + int(round(replay.due(i) * 1e9)) if original else time_ns()
+            # Strictly increasing: the distributor tells updates apart by timestamp.
+            if stamp_ns <= last_ns:
+                stamp_ns = last_ns + 1
+            last_ns = stamp_ns
+            data_ns = stamp_ns - replay.data_lag_ns(i)
+            player.until_frame(i)
+            frame = replay.frame(i)
+            frame.set(
+                {
+                    "uniqueId": replay.unique_id(i),
+                    "timeStamp": _ns_stamp(stamp_ns),
+                    "dataTimeStamp": _ns_stamp(data_ns),
+                }
+            )
+            update(channel, frame)
+
+        return send
+
     def _report_start(self) -> None:
         c = self.config
         if c.report_format == "json":
@@ -212,8 +312,21 @@ class Simulator:
                         "runtime": c.runtime if c.runtime > 0 else None,
                         "startDelay": c.start_delay,
                         "metadataPvs": [f"{m.protocol}://{m.name}" for m in self.metadata],
+                        **self._replay_info(),
                     }
                 )
+            )
+            return
+        if self.replay is not None:
+            info = self._replay_info()
+            self.report(
+                f"{c.channel_name}: replaying {info['nRecorded']} recorded frames of "
+                f"{c.input_file} ({c.datatype}{', ' + c.compression_codec if c.compression_codec else ''}"
+                f"), timing {c.timing}"
+                f"{f' x{c.speed:g}' if c.timing == 'original' else f' at {c.frame_rate:g} fps'}, "
+                f"{info['ids']} ids{', looping' if info['loop'] else ''}"
+                f"{f', metadata {len(self.metadata)} channel(s)' if self.metadata else ''}"
+                f"{f'; first frame in {c.start_delay:g} s' if c.start_delay > 0 else ''}"
             )
             return
         self.report(
@@ -225,6 +338,20 @@ class Simulator:
             f"{f', metadata {self.config.metadata_pvs}' if self.metadata else ''}"
             f"{f'; first frame in {c.start_delay:g} s' if c.start_delay > 0 else ''}"
         )
+
+    def _replay_info(self) -> dict:
+        replay = self.replay
+        if replay is None:
+            return {}
+        c = self.config
+        return {
+            "input": c.input_file,
+            "timing": c.timing,
+            "speed": c.speed,
+            "ids": "new" if replay.new_ids else "original",
+            "loop": replay.loop,
+            "nRecorded": replay.n,
+        }
 
     def _report_stats(
         self, final: bool, n_recent: int | None = None, recent_rate: float = 0.0
@@ -239,6 +366,33 @@ class Simulator:
             self.report(f"{stats.line(final)}, last {n_recent} at {recent_rate:.2f} fps")
         else:
             self.report(stats.line(final))
+
+
+def _replays(config: SimulatorConfig) -> bool:
+    """Whether the input is a recording to replay (an HDF5 file of pvhpc record, with
+    no --hdf5-dataset naming one of its datasets to serve as plain frames)."""
+    path = config.input_file
+    return bool(
+        path
+        and not config.hdf5_dataset
+        and path.lower().endswith(HDF5_SUFFIXES)
+        and os.path.isfile(path)
+        and is_recording(path)
+    )
+
+
+def _channels(replay: Replay) -> list[tuple[str, str]]:
+    return [(log.name, log.protocol) for log in replay.rec.metadata]
+
+
+def _string_channels(replay: Replay | None) -> set[str]:
+    if replay is None:
+        return set()
+    return {log.name for log in replay.rec.metadata if log.values.dtype == object}
+
+
+def _ns_stamp(ns: int) -> dict:
+    return {"secondsPastEpoch": ns // 1_000_000_000, "nanoseconds": ns % 1_000_000_000}
 
 
 def _stamp(unique_id: int, seconds: int, nanos: int) -> dict:
