@@ -24,8 +24,15 @@ def _body(argv: Sequence[str] | None) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``pvhpc record``; returns the exit status."""
-    return run_main(PROG, _body, argv)
+    """Entry point of ``pvhpc record``; returns the exit status.
+
+    Option errors, ``-h`` and ``-v`` return their status too (2, 0, 0) instead of
+    raising SystemExit, so that the function can be called from Python.
+    """
+    try:
+        return run_main(PROG, _body, argv)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 1
 
 
 # ``python -m pvhpc.cli.record``.

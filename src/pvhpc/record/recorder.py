@@ -233,7 +233,7 @@ class Recorder:
                 self._pending_metadata.append(update)
             trigger = self.settings.trigger
             if trigger is not None and name == trigger.endpoint.name and trigger.update(value):
-                self.dump(f"trigger {trigger.text} (value {value})")
+                self.dump(f"trigger {trigger.text} (value {value})", now=arrival)
 
     def tick(self) -> None:
         """Flush the current file if ``flush_period`` passed since the last flush

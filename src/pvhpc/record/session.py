@@ -137,9 +137,9 @@ def run_recording(
         now = time.monotonic()
         stored = int((snapshot.get("userStats") or {}).get("storedBytes", 0))
         if snapshot.get("final"):
-            if report_format != "json":
-                for line in final_lines(snapshot, now - start):
-                    write(line)
+            # Also after the JSON object: the summary is for the person at the terminal.
+            for line in final_lines(snapshot, now - start):
+                write(line)
             return
         interval = now - last["t"]
         rate = (stored - last["bytes"]) / interval if interval > 0 else 0.0

@@ -22,7 +22,7 @@ _OPERATORS: dict[str, Callable[[float, float], bool]] = {
     "<": operator.lt,
     ">": operator.gt,
 }
-_PATTERN = re.compile(r"^(?P<channel>.+?)\s*(?P<op><=|>=|==|!=|<|>)\s*(?P<value>[^<>=!]+)$")
+_PATTERN = re.compile(r"^(?P<channel>[^<>=!]+?)\s*(?P<op><=|>=|==|!=|<|>)\s*(?P<value>[^<>=!]+)$")
 
 
 @dataclass

@@ -44,10 +44,11 @@ class CaMetadata:
 
     Per frame, :meth:`tick` processes the clock record, whose time becomes the
     frame's timestamp; the metadata records copy that time through ``TSEL`` when
-    :meth:`update` writes their values. One CA IOC can be started per process.
+    :meth:`update` writes their values (with ``clocked=False``, for a replay, each
+    record is stamped when written). One CA IOC can be started per process.
     """
 
-    def __init__(self, names: list[str], tag: str, quiet: bool):
+    def __init__(self, names: list[str], tag: str, quiet: bool, clocked: bool = True):
         self.names = names
         self.clock = f"{tag}:clock"
         self.clock_text = f"{tag}:clockText"
@@ -58,7 +59,9 @@ class CaMetadata:
             f'field(INP, "@%s.%09f") field(TSEL, "{self.clock}.TIME") }}',
         ]
         records += [
-            f'record(ai, "{name}") {{ field(PREC, "6") field(TSEL, "{self.clock}.TIME") }}'
+            f'record(ai, "{name}") {{ field(PREC, "6")'
+            + (f' field(TSEL, "{self.clock}.TIME")' if clocked else "")
+            + " }"
             for name in names
         ]
         ioc = pva.CaIoc()
@@ -92,8 +95,8 @@ class CaMetadata:
             put(name, value)
 
     def put(self, name: str, value: float) -> None:
-        """Write one record's value, stamped now (a replayed update)."""
-        self.tick()
+        """Write one record's value, stamped now (a replayed update; records made with
+        ``clocked=False`` take the time they are processed at)."""
         self.ioc.putField(name, value)
 
     def stop(self) -> None:

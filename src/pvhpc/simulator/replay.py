@@ -32,8 +32,8 @@ import pvaccess as pva
 from ..errors import UsageError
 from ..ntnda import dimension_entry, scalar_type_code, value_field_for
 from ..record.reader import Recording
+from . import frames as frames_module
 from .config import ID_MODES, TIMING_MODES, SimulatorConfig
-from .frames import DEFAULT_MEMORY_BUDGET
 
 __all__ = ["ID_MODES", "MetadataPlayer", "Replay", "TIMING_MODES"]
 
@@ -115,12 +115,14 @@ class Replay:
         self._describe(c)
         self._frames: list[pva.NtNdArray] | None = None
         self._prefetch: _Prefetch | None = None
+        # Within the memory budget every frame is built before the first goes out;
+        # a larger recording is read ahead, at most --cache-size frames.
         frame_bytes = max(1, rec.nbytes)
-        depth = max(2, min(c.cache_size, DEFAULT_MEMORY_BUDGET // frame_bytes))
-        if n <= depth:
+        budget = frames_module.DEFAULT_MEMORY_BUDGET
+        if n * frame_bytes <= budget:
             self._frames = [self.build(k) for k in range(n)]
         else:
-            self._depth = depth
+            self._depth = max(2, min(c.cache_size, budget // frame_bytes))
         self.metadata = _events(rec, self, n)
 
     def _describe(self, c: SimulatorConfig) -> None:
@@ -247,11 +249,18 @@ class _Prefetch:
 
 
 class _Event:
-    __slots__ = ("index", "offset", "name", "protocol", "value")
+    __slots__ = ("index", "offset", "name", "protocol", "value", "with_frame")
 
     def __init__(self, index: int, offset: float, name: str, protocol: str, value: Any):
         self.index, self.offset = index, offset
         self.name, self.protocol, self.value = name, protocol, value
+        #: Due less than WITH_FRAME before its frame: published with it, not on its own.
+        self.with_frame = False
+
+
+# An update due this little before the frame it goes with is published just before
+# that frame; only updates in longer gaps get a time of their own.
+WITH_FRAME = 0.005
 
 
 def _events(rec: Recording, replay: Replay, n: int) -> list[_Event]:
@@ -275,7 +284,9 @@ def _events(rec: Recording, replay: Replay, n: int) -> list[_Event]:
                 offset = float(tk - times[0]) / speed
             else:
                 offset = float(replay.offsets[min(int(k), n - 1)])
-            events.append(_Event(int(k), offset, log.name, log.protocol, value))
+            event = _Event(int(k), offset, log.name, log.protocol, value)
+            event.with_frame = k < n and replay.offsets[k] - offset < WITH_FRAME
+            events.append(event)
     events.sort(key=lambda e: (e.index, e.offset))
     return events
 
@@ -339,6 +350,11 @@ class MetadataPlayer:
             if item is None:
                 return
             event, loop = item
+            if event.with_frame:
+                # The publishing thread sends it with its frame; look again later.
+                if self.stop_event.wait(WITH_FRAME):
+                    return
+                continue
             due = self.start + loop * self.span + event.offset
             wait = due - time.perf_counter()
             if wait > 0 and self.stop_event.wait(wait):

@@ -85,6 +85,10 @@ class Simulator:
             self.replay = self._open_replay()
             self.frames: list[pva.NtNdArray] = [self.replay.first()]
         else:
+            if config.input_file and not os.path.isfile(config.input_file):
+                raise UsageError(
+                    f"--input-file: {config.input_file!r} does not exist or is not a file"
+                )
             for option, given in (
                 ("--timing original", config.timing == "original"),
                 ("--ids", config.ids is not None),
@@ -140,7 +144,12 @@ class Simulator:
         if ca_meta:
             tag = f"pvhpc:sim:{os.getpid()}"
             try:
-                ca = CaMetadata(ca_meta, tag, quiet=not logger.isEnabledFor(logging.DEBUG))
+                ca = CaMetadata(
+                    ca_meta,
+                    tag,
+                    quiet=not logger.isEnabledFor(logging.DEBUG),
+                    clocked=self.replay is None,
+                )
             except (RuntimeError, pva.PvaException) as exc:
                 raise UsageError(
                     f"--metadata-pv: cannot start the CA IOC for {', '.join(ca_meta)}: {exc}"
@@ -256,16 +265,18 @@ class Simulator:
         last_ns = 0
 
         def publish(event, offset: float) -> None:
+            value = event.value
+            value = str(value) if isinstance(value, str) else float(value)
             if event.protocol == "ca":
                 if ca is not None:
                     try:
-                        ca.put(event.name, event.value)
+                        ca.put(event.name, value)
                     except (pva.PvaException, TypeError, ValueError) as exc:
                         logger.debug("CA metadata %s = %r: %s", event.name, event.value, exc)
                 return
             ns = t0_ns + int(offset * 1e9) if original and t0_ns else time_ns()
             stamp = {"secondsPastEpoch": ns // 1_000_000_000, "nanoseconds": ns % 1_000_000_000}
-            update(event.name, {"value": event.value, "timeStamp": stamp})
+            update(event.name, {"value": value, "timeStamp": stamp})
 
         player = self._player = MetadataPlayer(replay, publish, self._stop_event)
 
@@ -308,7 +319,7 @@ class Simulator:
                         "datatype": c.datatype,
                         "colorMode": COLOR_MODES[c.color_mode],
                         "codec": c.compression_codec or None,
-                        "requestedRate": c.frame_rate,
+                        "requestedRate": self.stats.frame_rate,
                         "runtime": c.runtime if c.runtime > 0 else None,
                         "startDelay": c.start_delay,
                         "metadataPvs": [f"{m.protocol}://{m.name}" for m in self.metadata],
