@@ -13,6 +13,7 @@ from pvhpc.ntnda import get_attributes, get_codec, get_image, make_frame
 from pvhpc.record import Recorder, Recording, RecordSettings, capture_frame, parse_trigger
 from pvhpc.record.recorder import check_output_path
 from pvhpc.simulator import SimulatorConfig
+from pvhpc.simulator import frames as frames_module
 from pvhpc.simulator.replay import Replay
 
 ATTRS = {"exposure": 0.25, "gain": np.int32(3), "mode": "fast", "flag": np.uint16(7)}
@@ -98,9 +99,10 @@ def test_a_loop_continues_the_ids_and_the_schedule(tmp_path):
         replay.close()
 
 
-def test_a_recording_larger_than_the_cache_is_read_ahead(tmp_path):
+def test_a_recording_larger_than_the_memory_budget_is_read_ahead(tmp_path, monkeypatch):
     path = tmp_path / "run.h5"
     record(path, n=7, codec="lz4")
+    monkeypatch.setattr(frames_module, "DEFAULT_MEMORY_BUDGET", 5 * image(0).nbytes)
     replay = Replay(SimulatorConfig(input_file=str(path), cache_size=3, ids="new"))
     try:
         assert replay._frames is None  # the prefetch path

@@ -202,6 +202,7 @@ class StreamRecorder(UserDataProcessor):
         return {
             "nRecorded": pva.ULONG,
             "nNotRecorded": pva.ULONG,
+            "nQueued": pva.ULONG,
             "nMetadata": pva.ULONG,
             "nFiles": pva.UINT,
             "storedBytes": pva.ULONG,

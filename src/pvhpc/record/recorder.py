@@ -2,8 +2,9 @@
 numbered files, a check of the disk before every frame, and the flight recorder.
 
 :class:`Recorder` is thread-safe: frames come from the processing (or monitor)
-thread, metadata and periodic flushes from the recording processor's own thread,
-dumps from the control thread. Each file is written under its final name and is
+thread and are written by a writer thread of the recorder's own (HDF5 writes let
+other threads run, so receiving and writing overlap), metadata and periodic flushes
+come from the recording processor's own thread, dumps from the control thread. Each file is written under its final name and is
 complete up to its last frame after every flush (at least every
 ``flush_period`` seconds) and after :meth:`Recorder.close`.
 
@@ -35,6 +36,9 @@ logger = logging.getLogger("pvhpc.record")
 #: Free space left on the disk: a frame that would leave less ends the recording, so
 #: that the file can still be flushed and closed (its index, the per-frame values).
 RESERVE_BYTES = 4 << 20
+#: Frames taken but not yet written, at most this many bytes: beyond, the frame's
+#: thread waits (the server queue then holds the stream back).
+WRITE_QUEUE_BYTES = 256 << 20
 
 
 @dataclass
@@ -121,16 +125,58 @@ class Recorder:
         self.last_dump = ""
         self._dumps: queue.Queue = queue.Queue()
         self._dump_thread: threading.Thread | None = None
+        # Frames waiting for the writer thread.
+        self._pending: collections.deque[CapturedFrame] = collections.deque()
+        self._pending_bytes = 0
+        self._pending_cond = threading.Condition()
+        self._closing = False
+        self._writer: threading.Thread | None = None
 
     # -- frames -------------------------------------------------------------------
 
     def add_frame(self, frame: CapturedFrame) -> None:
-        """Record one frame (or keep it in the ring); never raises for a write problem:
-        the recording ends instead, with ``finished`` saying why."""
-        with self._lock:
-            if self.settings.ring_seconds > 0:
+        """Take one frame to record (or keep it in the ring); returns once it is queued
+        for the writer thread (waits while the queue holds ``WRITE_QUEUE_BYTES``).
+        Never raises for a write problem: the recording ends instead, with
+        ``finished`` saying why."""
+        if self.settings.ring_seconds > 0:
+            with self._lock:
                 self._keep_in_ring(frame)
-            elif self.finished is None and self._write(frame):
+            return
+        cond = self._pending_cond
+        with cond:
+            if self._writer is None:
+                self._writer = threading.Thread(
+                    target=self._write_loop, name="recorder-writer", daemon=True
+                )
+                self._writer.start()
+            while self._pending_bytes > WRITE_QUEUE_BYTES and self._writer.is_alive():
+                cond.wait(0.1)
+            self._pending.append(frame)
+            self._pending_bytes += frame.payload.size
+            cond.notify_all()
+
+    @property
+    def n_queued(self) -> int:
+        """Frames taken and not yet written."""
+        return len(self._pending)
+
+    def _write_loop(self) -> None:
+        cond = self._pending_cond
+        while True:
+            with cond:
+                while not self._pending and not self._closing:
+                    cond.wait(0.5)
+                if not self._pending:
+                    return
+                frame = self._pending.popleft()
+                self._pending_bytes -= frame.payload.size
+                cond.notify_all()
+            self._record(frame)
+
+    def _record(self, frame: CapturedFrame) -> None:
+        with self._lock:
+            if self.finished is None and self._write(frame):
                 self.n_recorded += 1
                 if self.settings.max_frames and self.n_recorded >= self.settings.max_frames:
                     self._finish(f"frame limit of {self.settings.max_frames} reached")
@@ -250,8 +296,13 @@ class Recorder:
                     self._finish(f"cannot write {self._file.path}: {exc}", failed=True)
 
     def close(self) -> None:
-        """Finish: write the file's last values and close it; wait for dumps being
-        written. Call once, after the last frame."""
+        """Finish: write the frames still queued and the file's last values, close it;
+        wait for dumps being written. Call once, after the last frame."""
+        with self._pending_cond:
+            self._closing = True
+            self._pending_cond.notify_all()
+        if self._writer is not None:
+            self._writer.join()
         with self._lock:
             self._close_file()
         if self._dump_thread is not None:
@@ -350,6 +401,7 @@ class Recorder:
             return {
                 "nRecorded": self.n_recorded,
                 "nNotRecorded": self.n_not_recorded,
+                "nQueued": len(self._pending),
                 "nMetadata": self.n_metadata,
                 "nFiles": len(self.files),
                 "storedBytes": self.stored_bytes,
