@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from ..log import configure_logging
 from ..options.record import PROG, build_parser, record_config
 from ..record.session import run_recording
-from .common import entry_point, run_main
+from .common import entry_point, run_main_status
 
 __all__ = ["main"]
 
@@ -29,10 +29,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     Option errors, ``-h`` and ``-v`` return their status too (2, 0, 0) instead of
     raising SystemExit, so that the function can be called from Python.
     """
-    try:
-        return run_main(PROG, _body, argv)
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else 1
+    return run_main_status(PROG, _body, argv)
 
 
 # ``python -m pvhpc.cli.record``.
