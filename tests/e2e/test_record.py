@@ -3,6 +3,7 @@ replay, as real processes on loopback, checked on what the files hold."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -252,3 +253,26 @@ def test_a_full_disk_ends_the_recording_with_a_complete_file(procs, prefix, smal
         assert list(r.ids) == list(range(r.ids[0], r.ids[0] + r.n_frames))
     with h5py.File(path) as f:
         assert f["entry/data/data"][-1].shape == (64, 128)
+
+
+def test_any_consumer_records_with_the_stream_recorder(procs, prefix, tmp_path):
+    channel, meta, status = f"{prefix}:img", f"{prefix}:m", f"{prefix}:c:status"
+    path, out = tmp_path / "c.h5", f"{prefix}:c:output"
+    sim = procs.start("sim", "-cn", channel, "-nx", NX, "-ny", NY, "-fps", "50", "-rt", "1",
+                      "-std", "3", "-shd", "2", "-mpv", f"pva://{meta}", "-rf", "json",
+                      name="sim")  # fmt: skip
+    args = json.dumps({"outputFile": str(path), "metadataChannels": f"pva://{meta}"})
+    consumer = procs.start("consumer", "-ic", channel, "-mc", f"pva://{meta}", "-sqs", "100",
+                           "-pc", "StreamRecorder", "-pa", args, "-sc", status, "-oc", out,
+                           "-rp", "0.25", name="consumer")  # fmt: skip
+    wait_for(lambda: pv_get(status)["receiverStats"]["connected"], 30, "the consumer to connect",
+             procs=procs)  # fmt: skip
+    n = int(sim_final_report(sim, 30)["nSent"])
+    sim.expect_exit = True
+    wait_for(lambda: pv_get(out)["uniqueId"] == n, 30, "the last frame passed on", procs=procs)
+    wait_for(lambda: user_stats(status)["nRecorded"] == n, 30, "every frame recorded", procs=procs)
+    consumer.signal(signal.SIGINT)
+    assert consumer.wait(30) == 0, consumer.output()[-3000:]
+    with Recording(str(path)) as r:
+        assert list(r.ids) == list(range(1, n + 1))
+        assert r.metadata[0].protocol == "pva" and r.metadata[0].values[-1] == n
