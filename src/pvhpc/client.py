@@ -34,7 +34,9 @@ __all__ = [
     "is_frame",
 ]
 
-COMMANDS = ("configure", "reset_stats", "get_stats", "stop", "restart")
+#: Control commands of every stage; ``dump`` is the flight recorder's (``pvhpc record
+#: --ring``), which other stages answer as unknown.
+COMMANDS = ("configure", "reset_stats", "get_stats", "stop", "restart", "dump")
 _ARRAY_ITEMS = 8
 _LIST_ITEMS = 16
 

@@ -57,6 +57,7 @@ __all__ = [
     "get_timestamp",
     "get_data_timestamp",
     "get_codec",
+    "get_codec_dtype",
     "get_value_field",
     "make_timestamp",
     "scalar_type_code",
@@ -223,7 +224,9 @@ def get_codec(frame: Any) -> str:
         return ""
 
 
-def _codec_dtype(frame: Any) -> np.dtype | None:
+def get_codec_dtype(frame: Any) -> np.dtype | None:
+    """The uncompressed data type of a compressed frame (from ``codec.parameters``),
+    or None if the frame does not say."""
     params = (get_field(frame, "codec", None) or {}).get("parameters")
     if isinstance(params, tuple):
         params = params[0]
@@ -249,7 +252,7 @@ def _flat_value(frame: Any, dtype: Any = None) -> np.ndarray:
         return array
     from . import codecs
 
-    out_dtype = np.dtype(dtype) if dtype is not None else _codec_dtype(frame)
+    out_dtype = np.dtype(dtype) if dtype is not None else get_codec_dtype(frame)
     if out_dtype is None:
         raise ValueError(
             f"frame {get_frame_id(frame)} is {codec}-compressed but codec.parameters does "

@@ -148,7 +148,7 @@ def test_frame_counts_cache_and_memory_budget(tmp_path):
     config = SimulatorConfig(input_file=str(tmp_path / "f.npy"), cache_size=6)
     assert len(Simulator(config).frames) == 6
     # without -nf, random frames stay within the memory budget
-    import pvhpc.simulator as simulator
+    from pvhpc.simulator import frames as simulator
 
     budget = simulator.DEFAULT_MEMORY_BUDGET
     simulator.DEFAULT_MEMORY_BUDGET = 3 * 64 * 64

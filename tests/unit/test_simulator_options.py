@@ -15,9 +15,9 @@ from pvhpc.simulator import (
     Simulator,
     SimulatorConfig,
     SimulatorStats,
-    _gap_stats,
     parse_metadata_pvs,
 )
+from pvhpc.simulator.pacing import gap_stats
 
 
 def run(capsys, *argv: str) -> tuple[int, str]:
@@ -266,7 +266,8 @@ def test_report_line_and_object_carry_the_same_figures():
     assert record == {
         "event": "report", "channel": "cam:image", "mode": "burst", "nSent": 2000,
         "elapsed": 2.0, "rate": 1000.0, "requestedRate": 1000.0, "cpu": 25.0,
-        "maxLag": 0.003, "gapP50": 0.0001, "gapP99": 0.0012, "nRestarts": 0, "final": True,
+        "maxLag": 0.003, "gapP50": 0.0001, "gapP99": 0.0012, "lateP50": None,
+        "lateP99": None, "nRestarts": 0, "final": True,
     }  # fmt: skip
     before = SimulatorStats("cam:image", 10.0)
     assert before.pacing == "even" and "gap" not in before.line()
@@ -279,8 +280,8 @@ def test_gap_stats_use_the_recent_publish_times():
     # the buffer holds the last 8 (frame k at k % 8).
     for k in range(1, 11):
         times[k % 8] = 0.01 * k + (0.04 if k == 10 else 0.0)
-    p50, p99 = _gap_stats(times, 0, 10)
+    p50, p99 = gap_stats(times, 0, 10)
     assert p50 == pytest.approx(0.01) and 0.04 < p99 <= 0.05
-    assert _gap_stats(times, 8, 10)[0] == pytest.approx(0.03)  # the gaps before 9 and 10
-    assert _gap_stats(times, 0, 1) == (None, None)
-    assert _gap_stats(times, 0, 0) == (None, None)
+    assert gap_stats(times, 8, 10)[0] == pytest.approx(0.03)  # the gaps before 9 and 10
+    assert gap_stats(times, 0, 1) == (None, None)
+    assert gap_stats(times, 0, 0) == (None, None)

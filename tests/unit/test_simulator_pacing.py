@@ -15,8 +15,8 @@ import pvaccess as pva
 import pytest
 
 from harness import unique_prefix
-from pvhpc import simulator as simulator_module
 from pvhpc.simulator import MAX_LAG, Simulator, SimulatorConfig
+from pvhpc.simulator import pacing as pacing_module
 
 # Reading the clock costs this much virtual time (so a spin through a short wait ends).
 CLOCK_COST = 0.5e-6
@@ -75,7 +75,7 @@ def run(monkeypatch, pacing: str, fps: float, runtime: float, clock: VirtualTime
     lines: list[str] = []
     try:
         sim = Simulator(config, report=lines.append, server=server)
-        monkeypatch.setattr(simulator_module, "time", clock)
+        monkeypatch.setattr(pacing_module, "time", clock)
         stats = sim.run()
     finally:
         monkeypatch.undo()

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from ..errors import UsageError
 from ..runtime.launcher import exit_process
 
-__all__ = ["run_main", "entry_point"]
+__all__ = ["run_main", "run_main_status", "entry_point"]
 
 
 def run_main(
@@ -28,6 +28,18 @@ def run_main(
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def run_main_status(
+    prog: str, body: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None
+) -> int:
+    """:func:`run_main`, with option errors, ``-h`` and ``-v`` returning their status
+    too (2, 0, 0) instead of raising SystemExit: a command's ``main`` that can be
+    called from Python."""
+    try:
+        return run_main(prog, body, argv)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 1
 
 
 def entry_point(main: Callable[[], int]) -> Callable[[], None]:

@@ -21,6 +21,7 @@ COMMANDS = {
     "collector": ("collector", "gather producers' streams and sort them (pvapy-hpc-collector)"),
     "mirror": ("mirror", "mirror channels onto a local server (pvapy-mirror-server)"),
     "sim": ("sim", "serve simulated area-detector frames (pvapy-ad-sim-server)"),
+    "record": ("record", "record a frame channel and its metadata into HDF5 files"),
     "get": ("inspect", "print a channel's current value"),
     "monitor": ("inspect", "print a channel's updates as they arrive"),
     "control": ("inspect", "send a command to a control channel and print its answer"),

@@ -21,7 +21,7 @@ from ..log import configure_logging
 from ..mirror import MirrorServer, run_mirror
 from ..mirror_report import format_report, report_json
 from ..options.mirror import PROG, build_parser
-from .common import entry_point, run_main
+from .common import entry_point, run_main_status
 
 __all__ = ["main"]
 
@@ -75,10 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     Option errors, ``-h`` and ``-v`` return their status too (2, 0, 0) instead of
     raising SystemExit, so that the function can be called from Python.
     """
-    try:
-        return run_main(PROG, _body, argv)
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else 1
+    return run_main_status(PROG, _body, argv)
 
 
 # The console script (pyproject.toml) and ``python -m``.

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from ..codecs import CODECS
 from ..simulator import COLOR_MODES, DATATYPES, PACING_MODES, REPORT_FORMATS, SimulatorConfig
+from ..simulator.config import ID_MODES, TIMING_MODES
 from .common import Parser, add_version, log_level, number
 
 __all__ = ["PROG", "build_parser", "config_from_args"]
@@ -116,7 +118,39 @@ def build_parser(prog: str = PROG) -> Parser:
         "-if",
         "--input-file",
         default=None,
-        help="frames from a .npy file, or an HDF5 file with --hdf5-dataset",
+        help="frames from a .npy file, an HDF5 file with --hdf5-dataset, or a recording "
+        "of pvhpc record (replayed: see --timing, --ids, --loop)",
+    )
+    p.add_argument(
+        "-tm",
+        "--timing",
+        default="rate",
+        choices=list(TIMING_MODES),
+        metavar="MODE",
+        help="rate: frames evenly at --frame-rate; original: a recording's own timing, "
+        "bursts and gaps as recorded [rate]",
+    )
+    p.add_argument(
+        "-sp",
+        "--speed",
+        type=_positive_float,
+        default=1.0,
+        help="with --timing original: play this many times faster [1]",
+    )
+    p.add_argument(
+        "--ids",
+        default=None,
+        choices=list(ID_MODES),
+        metavar="MODE",
+        help="a recording's uniqueIds (original) or new ones from 1 (new) "
+        "[original with --timing original, else new]",
+    )
+    p.add_argument(
+        "-lp",
+        "--loop",
+        action="store_true",
+        help="with --timing original: play the recording again and again, ids continuing "
+        "(--timing rate always cycles)",
     )
     p.add_argument("-hds", "--hdf5-dataset", default=None, help="dataset of the HDF5 input file")
     p.add_argument(
@@ -171,7 +205,7 @@ def build_parser(prog: str = PROG) -> Parser:
         "-cd",
         "--compression-codec",
         default=None,
-        choices=["lz4", "bslz4", "blosc"],
+        choices=list(CODECS),
         metavar="CODEC",
         help="publish frames compressed: lz4, bslz4 or blosc",
     )
@@ -213,4 +247,8 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
         compression_codec=args.compression_codec,
         pacing=args.pacing,
         report_format=args.report_format,
+        timing=args.timing,
+        speed=args.speed,
+        ids=args.ids,
+        loop=args.loop,
     )

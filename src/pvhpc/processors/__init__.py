@@ -15,6 +15,7 @@ __all__ = [
     "Hdf5AdImageWriter",
     "AdImageDataEncryptor",
     "AdImageDataDecryptor",
+    "StreamRecorder",
 ]
 
 _MODULES = {
@@ -23,6 +24,7 @@ _MODULES = {
     "Hdf5AdImageWriter": "hdf5_writer",
     "AdImageDataEncryptor": "encryption",
     "AdImageDataDecryptor": "encryption",
+    "StreamRecorder": "recorder",
 }
 
 

@@ -1,0 +1,190 @@
+"""Recording files without a network: frames built in memory, written by the recorder,
+read back by h5py with hdf5plugin (as other HDF5 readers do) and by our reader."""
+
+from __future__ import annotations
+
+import h5py
+import hdf5plugin  # noqa: F401 - registers the lz4, bitshuffle and blosc filters
+import numpy as np
+import pytest
+
+from pvhpc.errors import UsageError
+from pvhpc.ntnda import get_attributes, get_codec, get_image, make_frame
+from pvhpc.record import Recorder, Recording, RecordSettings, capture_frame, parse_trigger
+from pvhpc.record.recorder import check_output_path
+from pvhpc.simulator import SimulatorConfig
+from pvhpc.simulator import frames as frames_module
+from pvhpc.simulator.replay import Replay
+
+ATTRS = {"exposure": 0.25, "gain": np.int32(3), "mode": "fast", "flag": np.uint16(7)}
+
+
+def image(k: int, shape=(12, 16), dtype=np.uint16) -> np.ndarray:
+    return ((np.arange(np.prod(shape)).reshape(shape) * (k + 1)) % 1000).astype(dtype)
+
+
+def record(path, n=5, codec=None, first_id=1, t0=1000.0, gaps=None, **settings) -> Recorder:
+    rec = Recorder(RecordSettings(str(path), channel="cam", metadata={"m": "ca"}, **settings))
+    t = t0
+    for k in range(n):
+        t += gaps[k] if gaps else 0.01
+        frame = make_frame(image(k), first_id + k, codec=codec, time_stamp=t,
+                           data_time_stamp=t - 0.001, attributes=ATTRS)  # fmt: skip
+        rec.add_frame(capture_frame(frame, arrival=t + 0.002))
+        rec.add_metadata("m", float(k), t, t + 0.002)
+    rec.close()
+    return rec
+
+
+@pytest.mark.parametrize("codec", [None, "lz4", "bslz4", "blosc"])
+def test_frames_are_stored_as_carried_and_decode_in_any_hdf5_reader(tmp_path, codec):
+    path = tmp_path / "run.h5"
+    rec = record(path, codec=codec)
+    assert rec.n_recorded == 5 and rec.files == [str(path)]
+    with h5py.File(path) as f:
+        data = f["entry/data/data"]
+        assert data.chunks == (1, 12, 16) and data.attrs["codec"] == (codec or "")
+        if codec:
+            assert data.id.get_create_plist().get_filter(0)[0] == {"lz4": 32004, "bslz4": 32008,
+                                                                   "blosc": 32001}[codec]  # fmt: skip
+        np.testing.assert_array_equal(data[()], np.array([image(k) for k in range(5)]))
+        assert f["entry/instrument/detector/data"].id == data.id  # the same dataset
+        np.testing.assert_array_equal(f["entry/frames/uniqueId"][()], [1, 2, 3, 4, 5])
+        np.testing.assert_allclose(np.diff(f["entry/frames/timeStamp"][()]), 0.01, atol=1e-6)
+        nd = f["entry/instrument/NDAttributes"]
+        assert nd["gain"].dtype == np.int32 and nd["flag"].dtype == np.uint16
+        assert list(nd["mode"].asstr()[()]) == ["fast"] * 5
+        assert f["entry/metadata/m"].attrs["protocol"] == "ca"
+        np.testing.assert_array_equal(f["entry/metadata/m/value"][()], [0, 1, 2, 3, 4])
+    with Recording(str(path)) as r:
+        assert r.codec == (codec or "") and r.timing() == "timeStamp"
+        for k in range(5):
+            np.testing.assert_array_equal(r.image(k), image(k))
+
+
+@pytest.mark.parametrize("codec", [None, "bslz4"])
+def test_replay_builds_the_recorded_frames_with_their_bytes_and_attributes(tmp_path, codec):
+    path = tmp_path / "run.h5"
+    record(path, codec=codec)
+    config = SimulatorConfig(input_file=str(path), timing="original", speed=2.0)
+    replay = Replay(config)
+    try:
+        assert replay.n == 5 and config.compression_codec == codec
+        np.testing.assert_allclose([replay.due(i) for i in range(5)], np.arange(5) * 0.005)
+        frame = replay.frame(3)
+        assert get_codec(frame) == (codec or "")
+        np.testing.assert_array_equal(get_image(frame), image(3))
+        attrs = get_attributes(frame)
+        assert attrs["exposure"] == 0.25 and attrs["gain"] == 3 and attrs["mode"] == "fast"
+        assert [replay.unique_id(i) for i in range(5)] == [1, 2, 3, 4, 5]
+        assert replay.data_lag_ns(2) == pytest.approx(1_000_000, abs=1000)
+        # Metadata updates go before the frame they were recorded with.
+        assert [(e.index, e.value) for e in replay.metadata] == [(k, float(k)) for k in range(5)]
+    finally:
+        replay.close()
+
+
+def test_a_loop_continues_the_ids_and_the_schedule(tmp_path):
+    path = tmp_path / "run.h5"
+    record(path, n=4, first_id=11, gaps=[0.01, 0.01, 0.05, 0.01])
+    replay = Replay(SimulatorConfig(input_file=str(path), timing="original", loop=True))
+    try:
+        assert [replay.unique_id(i) for i in range(9)] == list(range(11, 20))
+        dues = [replay.due(i) for i in range(9)]
+        assert np.all(np.diff(dues) > 0)
+        # the recorded gaps again in the second loop (0.01, 0.05, 0.01)
+        np.testing.assert_allclose(np.diff(dues[4:8]), [0.01, 0.05, 0.01], atol=1e-6)
+        assert replay.n_total == 0
+    finally:
+        replay.close()
+
+
+def test_a_recording_larger_than_the_memory_budget_is_read_ahead(tmp_path, monkeypatch):
+    path = tmp_path / "run.h5"
+    record(path, n=7, codec="lz4")
+    monkeypatch.setattr(frames_module, "DEFAULT_MEMORY_BUDGET", 5 * image(0).nbytes)
+    replay = Replay(SimulatorConfig(input_file=str(path), cache_size=3, ids="new"))
+    try:
+        assert replay._frames is None  # the prefetch path
+        for i in range(10):
+            np.testing.assert_array_equal(get_image(replay.frame(i)), image(i % 7))
+        assert replay.unique_id(9) == 10
+    finally:
+        replay.close()
+
+
+def test_limits_and_numbered_files(tmp_path):
+    rec = record(tmp_path / "a.h5", n=7, file_frames=3)
+    assert [p.rsplit("/", 1)[1] for p in rec.files] == ["a_0001.h5", "a_0002.h5", "a_0003.h5"]
+    with Recording(rec.files[1]) as r:
+        assert list(r.ids) == [4, 5, 6]
+    rec = record(tmp_path / "b.h5", n=7, max_frames=4)
+    assert (rec.n_recorded, rec.n_not_recorded) == (4, 3)
+    assert rec.finished == "frame limit of 4 reached" and not rec.failed
+    frame_bytes = image(0).nbytes
+    rec = record(tmp_path / "c.h5", n=7, max_bytes=2 * frame_bytes + 10)
+    assert (rec.n_recorded, rec.n_not_recorded) == (2, 5) and "size limit" in rec.finished
+    # A frame of another shape cannot join the file: it starts the next one.
+    rec = Recorder(RecordSettings(str(tmp_path / "d.h5")))
+    rec.add_frame(capture_frame(make_frame(image(0), 1), 1.0))
+    rec.add_frame(capture_frame(make_frame(image(1, (4, 4)), 2), 2.0))
+    rec.close()
+    assert [p.rsplit("/", 1)[1] for p in rec.files] == ["d.h5", "d_0002.h5"]
+
+
+def test_output_paths_are_checked_and_never_overwritten(tmp_path):
+    with pytest.raises(UsageError, match="does not exist"):
+        check_output_path(RecordSettings(str(tmp_path / "no" / "run.h5")))
+    (tmp_path / "run.h5").write_bytes(b"")
+    with pytest.raises(UsageError, match="never overwrites"):
+        check_output_path(RecordSettings(str(tmp_path / "run.h5")))
+    check_output_path(RecordSettings(str(tmp_path / "run.h5"), ring_seconds=1))  # run_0001.h5
+
+
+def test_the_ring_dumps_exactly_its_last_seconds(tmp_path):
+    trigger = parse_trigger("pva://shutter<0.5")
+    rec = Recorder(
+        RecordSettings(
+            str(tmp_path / "ring.h5"),
+            ring_seconds=1.0,
+            trigger=trigger,
+            metadata={"shutter": "pva"},
+        )  # fmt: skip
+    )
+    for k in range(50):  # 10 frames a second, arrival 100.0 ... 104.9
+        t = 100.0 + k / 10
+        rec.add_frame(capture_frame(make_frame(image(k), k + 1, time_stamp=t), t))
+        rec.add_metadata("shutter", 1.0 if k < 30 else 0.0, t, t)  # closes at frame 31
+    message = rec.dump(now=104.95)
+    assert "writing 10 frames, ids 41-50" in message
+    rec.close()
+    assert rec.n_dumps == 2  # the trigger, then the command
+    with Recording(rec.files[0]) as first, Recording(rec.files[1]) as second:
+        assert list(first.ids) == list(range(21, 32))  # 1 s before the shutter closed
+        assert list(second.ids) == list(range(41, 51))
+        shutter = first.metadata[0]
+        assert shutter.values[0] == 1.0 and shutter.values[-1] == 0.0
+
+
+def test_trigger_conditions_fire_on_an_edge():
+    trigger = parse_trigger(" ca://x >= 2 ")
+    assert trigger.endpoint.protocol == "ca" and trigger.threshold == 2
+    assert [trigger.update(v) for v in [5, 1, 2, 3, 0, "junk", 4]] == [
+        False, False, True, False, False, False, True,
+    ]  # fmt: skip
+    for bad in ["x", "x<", "<1", "x<abc", "http://x<1", "x<nan"]:
+        with pytest.raises(UsageError, match="^--trigger: "):
+            parse_trigger(bad)
+
+
+def test_files_that_are_no_recording_are_refused(tmp_path):
+    with h5py.File(tmp_path / "plain.h5", "w") as f:
+        f["data"] = np.zeros((2, 3, 3))
+    with pytest.raises(UsageError, match="not a recording"):
+        Recording(str(tmp_path / "plain.h5"))
+    (tmp_path / "junk.h5").write_bytes(b"junk")
+    with pytest.raises(UsageError, match="cannot open"):
+        Recording(str(tmp_path / "junk.h5"))
+    record(tmp_path / "one.h5", n=1)
+    with pytest.raises(UsageError, match="no recorded timing"):
+        Replay(SimulatorConfig(input_file=str(tmp_path / "one.h5"), timing="original"))
