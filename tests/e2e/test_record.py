@@ -276,3 +276,40 @@ def test_any_consumer_records_with_the_stream_recorder(procs, prefix, tmp_path):
     with Recording(str(path)) as r:
         assert list(r.ids) == list(range(1, n + 1))
         assert r.metadata[0].protocol == "pva" and r.metadata[0].values[-1] == n
+
+
+def test_replay_into_a_consumer_set_and_a_collector(procs, prefix, tmp_path):
+    """A recording (original ids 101..140, gaps of 2 and 20 ms) replayed into two
+    distributing consumers and a collector, whose output is recorded again: every id,
+    in order, with its pixels and attributes as recorded."""
+    source = tmp_path / "beamtime.h5"
+    recorder = Recorder(RecordSettings(str(source), channel="cam"))
+    t, images = 1000.0, {}
+    for k in range(40):
+        oid = 101 + k
+        images[oid] = (np.arange(NY * NX, dtype=np.uint16).reshape(NY, NX) * 7 + oid) % 5000
+        frame = make_frame(images[oid], oid, time_stamp=t)
+        recorder.add_frame(capture_frame(frame, t))
+        t += 0.002 if k % 2 else 0.020
+    recorder.close()
+    image, out = f"{prefix}:img", tmp_path / "collected.h5"
+    procs.start("consumer", "-ic", image, "-nc", "2", "-du", "1", "-sqs", "50",
+                "-oc", f"{prefix}:c:*:output", "-sc", f"{prefix}:c:*:status", name="consumers")  # fmt: skip
+    procs.start("collector", "-ic", f"{prefix}:c:*:output", "-pid", "1,2", "-ccs", "10",
+                "-oc", f"{prefix}:col:output", "-sc", f"{prefix}:col:status", name="collector")  # fmt: skip
+    rec, status = start_recorder(procs, f"{prefix}:col:output", out, "-mf", "40")
+    for ch in (f"{prefix}:c:1:status", f"{prefix}:c:2:status", f"{prefix}:col:status"):
+        wait_for(lambda ch=ch: pv_get(ch, timeout=2), 30, ch, procs=procs)
+    wait_connected(status, procs)
+    sim = procs.start("sim", "-cn", image, "-if", source, "--timing", "original", "--ids",
+                      "original", "-std", "3", "-shd", "5", "-rf", "json", name="replay")  # fmt: skip
+    assert int(sim_final_report(sim, 30)["nSent"]) == 40
+    assert rec.wait(30) == 0, rec.output()[-3000:]  # its frame limit: all 40 arrived
+    with Recording(str(out)) as r:
+        assert list(r.ids) == list(range(101, 141))
+        for k, oid in enumerate(r.ids):
+            np.testing.assert_array_equal(r.image(k), images[oid])
+        assert [(a.name, list(a.values)) for a in r.attributes] == [("ColorMode", [0] * 40)]
+        # The collector kept the recorded timestamps: the replay's schedule, moved to now.
+        gaps = np.diff(r.time_stamps)
+        np.testing.assert_allclose(gaps, [0.020, 0.002] * 19 + [0.020], atol=2e-6)
