@@ -125,23 +125,33 @@ class Supervisor:
             time.sleep(timeout)
             return
         for conn in mp_connection.wait(list(self.readers), timeout):
-            try:
-                message = conn.recv()
-            except (EOFError, OSError):  # the child exited (or died)
-                self.readers.pop(conn, None)
-                conn.close()
-                continue
-            sid = message.get(self.id_name)
-            if "fatal" in message:
-                self.fatal.setdefault(message["fatal"], []).append(sid)
-                self.children[sid].fatal = True
-            elif message.get("progress"):
-                self.ledger.take(message, self.id_name)
-                self.latest[sid] = dict(message["stats"], **{self.id_name: sid})
-            else:
-                self.latest[sid] = message
-                if message.get("final"):
-                    self.finals[sid] = message
+            self._take_from(conn)
+
+    def _take_from(self, conn) -> None:
+        """One message from a child's pipe, or its end (the child exited or died)."""
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            self.readers.pop(conn, None)
+            conn.close()
+            return
+        sid = message.get(self.id_name)
+        if "fatal" in message:
+            self.fatal.setdefault(message["fatal"], []).append(sid)
+            self.children[sid].fatal = True
+        elif message.get("progress"):
+            self.ledger.take(message, self.id_name)
+            self.latest[sid] = dict(message["stats"], **{self.id_name: sid})
+        else:
+            self.latest[sid] = message
+            if message.get("final"):
+                self.finals[sid] = message
+
+    def _read_to_end(self, sid: int) -> None:
+        """Take every message an exited child left in its pipe (up to its EOF)."""
+        for conn in [c for c, k in self.readers.items() if k == sid]:
+            while conn in self.readers and conn.poll(2.0):
+                self._take_from(conn)
 
     def _watch(self, now: float) -> None:
         """Notice children that died; start them again when it is time."""
@@ -157,6 +167,7 @@ class Supervisor:
                 # Asked for on its control channel: it drained and reported; no death.
                 # (While the set stops, it is simply done.)
                 if not self.stop_reason:
+                    self._read_to_end(sid)  # its final report, before it counts as done
                     self.ledger.child(sid).close_incarnation()
                     child.restart_at = now
                     logger.info("%s %s restarting (restart command)", self.kind, sid)
@@ -168,6 +179,7 @@ class Supervisor:
                 f"killed by signal {-p.exitcode}" if p.exitcode < 0 else f"exit status {p.exitcode}"
             )
             child.n_deaths += 1
+            self._read_to_end(sid)  # what it reported before it died
             self.ledger.child(sid).died(how)
             restart = child.config.restart_failed and not self.stop_reason
             if restart:
