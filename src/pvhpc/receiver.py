@@ -431,9 +431,11 @@ class Receiver:
                 self._probe_window = PROBE_FIRST
                 self._quiet_mark = self.n_received
         if connected:
-            if again and not polled:
+            if again and (not polled or self.n_received == self._quiet_mark):
                 # The same channel reconnected: its monitor sends the source's current
-                # value first, like a new one. (A fresh subscription already skips it.)
+                # value first, like a new one (a fresh subscription already skips it).
+                # Seen by polling, that value may have come already: then nothing is
+                # skipped, never the frame after it.
                 self._to_skip = self.skip_initial
             self.logger.info("connected to %s", self.channel_name)
         else:

@@ -243,7 +243,8 @@ def pty_expect(child: pexpect.spawn, pattern: str, timeout: float) -> str:
 
 def test_status_live_view_in_a_terminal(stream):
     prefix = stream[0]
-    env = dict(os.environ, NO_COLOR="1", PYTHONFAULTHANDLER="1")
+    # The terminal's size, also where the test runner set COLUMNS for its own output.
+    env = dict(os.environ, NO_COLOR="1", PYTHONFAULTHANDLER="1", COLUMNS="200", LINES="30")
     child = pexpect.spawn(
         sys.executable,
         ["-m", "pvhpc", "status", f"{prefix}:c:*:status", "--max-id", "3", "--period", "0.3"],

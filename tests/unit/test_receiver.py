@@ -296,7 +296,8 @@ def test_reconnects_after_the_record_comes_back_and_skips_its_first_update(serve
     assert r.n_connects >= 2
     publish(server, channel, range(11, 21))
     drive([r], lambda: delivered.ids[-1:] == [20], "ids up to 20")
-    assert r.n_skipped == r.n_connects  # the first update of each connection
+    # The first update of each connection that sent one.
+    assert 2 <= r.n_skipped <= r.n_connects
     assert delivered.ids == list(range(1, 21))
     assert (r.n_errors, r.tracker.n_missed, r.tracker.n_restarts) == (0, 0, 0)
 
