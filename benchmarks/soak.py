@@ -23,87 +23,31 @@ and exits 0 on pass, 1 on fail. All EPICS traffic stays on loopback (the values 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
-import re
-import signal
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
 
-from pvhpc.loopback import LOOPBACK_ENV  # noqa: E402  (imports nothing else)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-# Before pvaccess is imported: this process reads status channels too.
-os.environ.update(LOOPBACK_ENV)
+from harness import ROOT, Proc, get, log, wait_for  # noqa: E402, I001  (pins loopback first)
 
 import psutil  # noqa: E402
-import pvaccess as pva  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+from pvhpc.client import send_command  # noqa: E402
+from pvhpc.workflow.accounting import accounted as loss_formula  # noqa: E402
+from pvhpc.workflow.accounting import stage_counts  # noqa: E402
+from pvhpc.workflow.process import final_reports as finals_by_id  # noqa: E402
+
 MIB = 1024 * 1024
 
 
-def log(msg: str) -> None:
-    sys.stderr.write(f"[{time.strftime('%H:%M:%S')}] {msg}\n")
-    sys.stderr.flush()
-
-
-class Proc:
-    """One ``python -m pvhpc`` process, its output in a temporary file."""
-
-    def __init__(self, name: str, args: list[str]):
-        self.name = name
-        self.args = args
-        self.out = tempfile.NamedTemporaryFile(prefix=f"soak-{name}-", suffix=".log", delete=False)
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        self.popen = subprocess.Popen(
-            [sys.executable, "-m", "pvhpc", *args],
-            stdout=self.out,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=ROOT,
-            start_new_session=True,
-        )
-        self.ps = psutil.Process(self.popen.pid)
-
-    def text(self) -> str:
-        with open(self.out.name, errors="replace") as f:
-            return f.read()
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def workers(self) -> list[psutil.Process]:
-        """The process itself, or its spawned stage processes if it has any."""
-        try:
-            kids = [
-                c for c in self.ps.children() if "resource_tracker" not in " ".join(c.cmdline())
-            ]
-        except psutil.Error:
-            kids = []
-        return sorted(kids, key=lambda p: p.pid) if kids else [self.ps]
-
-    def stop(self, timeout: float = 30.0) -> int:
-        """SIGINT, then SIGTERM, then SIGKILL (the whole session); the exit status."""
-        for sig, wait in ((signal.SIGINT, timeout), (signal.SIGTERM, 5), (signal.SIGKILL, 5)):
-            if self.popen.poll() is not None:
-                break
-            try:
-                if sig == signal.SIGKILL:
-                    os.killpg(self.popen.pid, sig)
-                else:
-                    self.popen.send_signal(sig)
-            except ProcessLookupError:
-                break
-            try:
-                self.popen.wait(wait)
-            except subprocess.TimeoutExpired:
-                continue
-        return self.popen.wait(5)
+def workers(proc: Proc) -> list[psutil.Process]:
+    """The stage processes of a supervising parent, or the process itself."""
+    kids = sorted(proc.children(), key=lambda p: p.pid)
+    return kids or [psutil.Process(proc.popen.pid)]
 
 
 def rss_mib(p: psutil.Process) -> float:
@@ -113,75 +57,28 @@ def rss_mib(p: psutil.Process) -> float:
         return float("nan")
 
 
-def get(channel: str, timeout: float = 5.0):
-    """One get of a status channel, or None if it does not answer in time."""
-    ch = pva.Channel(channel)
-    ch.setTimeout(timeout)
-    try:
-        return ch.get("")
-    except pva.PvaException:
-        return None
-
-
 def fresh_status(status_channel: str, control_channel: str, timeout: float = 3.0):
-    """The stage's statistics as of now: ask for them (``get_stats``), then read them.
-
-    None if the stage does not answer.
-    """
-    before = get(status_channel)
-    if before is None:
-        return None
-    ctl = pva.Channel(control_channel)
-    ctl.setTimeout(timeout)
+    """The stage's statistics as of now: ask for them (``get_stats``, answered once the
+    stage has published them), then read them. None if the stage does not answer."""
     try:
-        ctl.put(
-            pva.PvObject({"command": pva.STRING, "args": pva.STRING}, {"command": "get_stats"}),
-            "field(command,args)",
-        )
-    except pva.PvaException:
-        return before
-    fresh = wait_for(
-        lambda: (
-            (st := get(status_channel)) is not None and st["objectId"] != before["objectId"] and st
-        ),
-        timeout,
-        0.02,
-    )
-    return fresh or before
+        send_command(control_channel, "get_stats", "", timeout)
+    except Exception:  # noqa: BLE001 - a stage that does not answer: its last status
+        pass
+    return get(status_channel, timeout)
 
 
 def accounted(report: dict) -> int:
-    r, p = report["receiverStats"], report["processorStats"]
-    return p["nProcessed"] + p["nMissed"] + r["nRejected"] + r["nErrors"] + p["nErrors"]
+    return loss_formula(stage_counts(report))
 
 
 def final_reports(proc: Proc, id_name: str) -> dict[int, dict]:
-    out = {}
-    for line in proc.text().splitlines():
-        line = line.strip()
-        if line.startswith("{") and line.endswith("}"):
-            try:
-                r = json.loads(line)
-            except ValueError:
-                continue
-            if r.get("final"):
-                out[r[id_name]] = r
-    return out
+    return {k: r for k, r in finals_by_id(proc.reports(), id_name).items() if r.get("final")}
 
 
 def sim_sent(proc: Proc) -> int:
-    found = re.findall(r"sent (\d+) frames", proc.text())
-    return int(found[-1]) if found else 0
-
-
-def wait_for(condition, timeout: float, interval: float = 0.25):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    return None
+    """The simulator's count, from its JSON report (it runs with ``-rf json``)."""
+    reports = [r for r in proc.reports() if r.get("event") == "report"]
+    return int(reports[-1]["nSent"]) if reports else 0
 
 
 def main(argv=None) -> int:
@@ -226,7 +123,7 @@ def main(argv=None) -> int:
             "sim",
             ["sim", "-cn", image, "-nx", str(args.size), "-ny", str(args.size), "-dt", "uint8",
              "-fps", f"{args.fps:g}", "-rt", f"{seconds:g}", "-std", "4", "-shd", "120",
-             "-nf", "100", "-rp", str(max(1, int(args.fps * 60)))],
+             "-nf", "100", "-rf", "json"],
         )  # fmt: skip
         procs.append(sim)
         connected = wait_for(
@@ -257,10 +154,12 @@ def main(argv=None) -> int:
                 if not proc.alive():
                     raise RuntimeError(f"{proc.name} exited early:\n{proc.text()[-3000:]}")
             time.sleep(min(1.0, max(0.0, min(end, next_sample) - time.monotonic())))
-        m = wait_for(lambda: re.search(r"done, sent (\d+) frames", sim.text()), 60)
-        if not m:
+        final = wait_for(
+            lambda: [r for r in sim.reports() if r.get("event") == "report" and r["final"]], 60
+        )
+        if not final:
             raise RuntimeError("the simulator never reported its final count")
-        sent = int(m.group(1))
+        sent = int(final[-1]["nSent"])
         log(f"simulator sent {sent} frames; waiting for the stages to account for them")
 
         def settled(last={"v": None, "t": time.monotonic()}):  # noqa: B006 - poll state
@@ -315,12 +214,16 @@ def sample(t, image, consumers, collector, status, controls, sim, final=False):
     row["sent_live"] = src is not None
     if src is None and not final:
         log(f"could not read {image}; 'sent' in this row is the simulator's last report")
-    workers = consumers.workers()
+    kids = workers(consumers)
     row["rss"] = {
-        "sim": rss_mib(sim.ps),
-        "consumers (parent)": rss_mib(consumers.ps),
-        **{f"consumer {i}": rss_mib(w) for i, w in enumerate(workers, 1) if w is not consumers.ps},
-        "collector": rss_mib(collector.ps),
+        "sim": rss_mib(psutil.Process(sim.popen.pid)),
+        "consumers (parent)": rss_mib(psutil.Process(consumers.popen.pid)),
+        **{
+            f"consumer {i}": rss_mib(w)
+            for i, w in enumerate(kids, 1)
+            if w.pid != consumers.popen.pid
+        },
+        "collector": rss_mib(psutil.Process(collector.popen.pid)),
     }
     return row
 
