@@ -247,7 +247,9 @@ def test_a_collector_does_not_wait_for_a_dead_producer(procs, prefix, tmp_path):
 
     final = [r for r in json_reports(collector) if r.get("final")][-1]
     stats, producer2 = final["processorStats"], final["producerStats"]["producer2"]
-    assert producer2["silent"] and producer2["nMissedWhileSilent"] > 0, producer2
+    # Left out of the wait; the ids it never published (it may have published all it
+    # had) were counted as missed while it was silent.
+    assert producer2["silent"] and producer2["nMissedWhileSilent"] <= stats["nMissed"], producer2
     collected = recorded(f"{tmp_path}/collected-{{processorId}}.json", 1)["ids"]
     assert collected == sorted(set(collected))  # in order, once each
     # The merged stream: every id up to the last one released is processed or missed.
