@@ -31,9 +31,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import re
-import signal
 import statistics
 import subprocess
 import sys
@@ -97,17 +95,10 @@ class Proc:
             time.sleep(interval)
 
     def stop(self, timeout: float = 20) -> None:
-        for sig, wait in ((signal.SIGINT, timeout), (signal.SIGTERM, 5), (signal.SIGKILL, 5)):
-            if self.popen.poll() is not None:
-                break
-            try:
-                os.killpg(self.popen.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                self.popen.wait(wait)
-            except subprocess.TimeoutExpired:
-                continue
+        """The stages' own stop sequence (SIGINT, SIGTERM, then SIGKILL of the group)."""
+        from pvhpc.workflow.process import stop_process
+
+        stop_process(self.popen, timeout)
         self._out.close()
 
 
