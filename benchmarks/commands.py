@@ -26,6 +26,8 @@ LOOPBACK_ENV = ROOT.parent / "shared" / "epics-loopback.env"
 OURS, REF, FLOOR, OURS_NOLAT = "ours", "reference", "floor", "ours-nolatency"
 # Our consumer without an output channel, and the floor that republishes each object.
 OURS_NOOC, FLOOR_PUB = "ours-no-oc", "floor-republish"
+# Our consumer with a receiver queue (a processing thread takes the frames), its size.
+OURS_RQS, RQS = "ours-rqs", 1000
 REF_CONSUMER = [PY, "-c", "from pvapy.cli.hpcConsumer import main; main()"]
 REF_COLLECTOR = [PY, "-c", "from pvapy.cli.hpcCollector import main; main()"]
 REF_SIM = [PY, "-c", "from pvapy.cli.adSimServer import main; main()"]
@@ -92,8 +94,22 @@ def uid() -> str:
     return f"pvb{os.getpid()}n{next(_seq)}"
 
 
+# The sources a consumer benchmark can take: our simulator evenly paced (one frame at
+# each deadline, as a detector triggers; its default), the same in bursts (what is due
+# once per 1 ms tick), and the reference's simulator.
+EVEN, BURST = "even", "burst"
+SOURCES = (EVEN, REF, BURST)
+
+
 def sim_cmd(
-    impl: str, channel: str, size: int, rate: float, runtime: float, std: float, shd: float = 120
+    impl: str,
+    channel: str,
+    size: int,
+    rate: float,
+    runtime: float,
+    std: float,
+    shd: float = 120,
+    pacing: str = EVEN,
 ) -> list:
     common = [
         "-cn",
@@ -117,7 +133,7 @@ def sim_cmd(
     ]
     if impl == REF:
         return [*REF_SIM, *common, "-rp", str(10**9), "-dc"]
-    return [*OUR_CMD, "sim", *common, "-rp", "0"]
+    return [*OUR_CMD, "sim", *common, "-rp", "0", "-pm", pacing]
 
 
 SIM_READY = {OURS: r"serving ", REF: r"Expected data rate"}
@@ -128,12 +144,22 @@ SIM_DONE = {
 
 
 def consumer_cmd(
-    impl: str, channel: str, tag: str, sqs: int, n_consumers: int = 1, runtime: float = 600
+    impl: str,
+    channel: str,
+    tag: str,
+    sqs: int,
+    n_consumers: int = 1,
+    runtime: float = 600,
+    processor: tuple = (),
 ) -> list:
-    if impl == FLOOR:
+    """The command of consumer variant ``impl``; ``processor``: the arguments naming
+    another processor than the passthrough (ours and the reference take the same)."""
+    if impl in (FLOOR, FLOOR_PUB):
+        extra = ["-oc", f"{tag}:1:out"] if impl == FLOOR_PUB else []
         return [
             PY,
-            str(BENCH / "floor.py"),
+            str(BENCH / ("floor.py" if impl == FLOOR else "floor_republish.py")),
+            *extra,
             "-ic",
             channel,
             "-sqs",
@@ -146,8 +172,7 @@ def consumer_cmd(
     common = [
         "-ic",
         channel,
-        "-oc",
-        f"{tag}:*:out",
+        *([] if impl == OURS_NOOC else ["-oc", f"{tag}:*:out"]),
         "-sc",
         f"{tag}:*:status",
         "-cc",
@@ -160,7 +185,10 @@ def consumer_cmd(
     if n_consumers > 1:
         common += ["-nc", str(n_consumers), "-du", "1"]
     if impl == REF:
-        return [*REF_CONSUMER, *common, "-pc", REF_PASSTHROUGH, "-dc"]
+        return [*REF_CONSUMER, *common, *(processor or ["-pc", REF_PASSTHROUGH]), "-dc"]
+    common += list(processor)
+    if impl == OURS_RQS:
+        common += ["-rqs", str(RQS)]
     if impl == OURS_NOLAT:
         return [PY, str(BENCH / "nolatency.py"), *common, "--report-format", "json"]
     return [*OUR_CMD, "consumer", *common, "--report-format", "json"]
@@ -234,7 +262,7 @@ def summarize(per_id: dict[int, dict]) -> dict:
 
 def consumer_stats(impl: str, text: str) -> dict:
     """A consumer set's final counts from its output, in one shape for every impl."""
-    if impl == FLOOR:
+    if impl in (FLOOR, FLOOR_PUB):
         res = _last_json(text)
         return {
             "processed": res.get("nCounted", 0),

@@ -24,8 +24,9 @@ import time
 import pvaccess as pva
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def make_parser(description: str) -> argparse.ArgumentParser:
+    """The options of both floors."""
+    p = argparse.ArgumentParser(description=description)
     p.add_argument("-ic", "--input-channel", required=True)
     p.add_argument("-sqs", "--server-queue-size", type=int, default=0)
     p.add_argument("-rt", "--runtime", type=float, default=60.0)
@@ -39,7 +40,11 @@ def main(argv=None) -> int:
     p.add_argument(
         "--resolution", type=float, default=0.005, help="arrival-time resolution, s [0.005]"
     )
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv=None) -> int:
+    args = make_parser(__doc__.splitlines()[0]).parse_args(argv)
 
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -82,6 +87,23 @@ def main(argv=None) -> int:
         def on_update(pv):
             count[0] += 1
 
+    result = watch(args, on_update, count, stop)
+    if args.latency:
+        lat = sorted(stamps[args.skip :])
+        arr = arrivals[args.skip :]
+        if arr:
+            result["firstTime"], result["lastTime"] = arr[0], arr[-1]
+        result["latencyP50"] = lat[len(lat) // 2] if lat else 0.0
+        result["latencyP99"] = lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else 0.0
+    sys.stdout.write(json.dumps(result) + "\n")
+    sys.stdout.flush()
+    return 0
+
+
+def watch(args, on_update, count: list, stop: threading.Event) -> dict:
+    """Monitor ``args.input_channel`` with ``on_update`` until ``args.runtime`` passed
+    or ``stop`` is set; the counts and arrival times (``count[0]`` is the callback's
+    count). Shared by the republishing floor (``floor_republish.py``)."""
     request = "field()"
     if args.server_queue_size > 0:
         request = f"record[queueSize={args.server_queue_size}]field()"
@@ -117,16 +139,7 @@ def main(argv=None) -> int:
         "lastTime": last_time,
         "nOverruns": overruns,
     }
-    if args.latency:
-        lat = sorted(stamps[args.skip :])
-        arr = arrivals[args.skip :]
-        if arr:
-            result["firstTime"], result["lastTime"] = arr[0], arr[-1]
-        result["latencyP50"] = lat[len(lat) // 2] if lat else 0.0
-        result["latencyP99"] = lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else 0.0
-    sys.stdout.write(json.dumps(result) + "\n")
-    sys.stdout.flush()
-    return 0
+    return result
 
 
 if __name__ == "__main__":

@@ -12,7 +12,9 @@ import psutil
 from commands import (
     BENCH,
     ENV,
+    EVEN,
     FLOOR,
+    FLOOR_PUB,
     LADDER,
     LOGDIR,
     OUR_CMD,
@@ -97,8 +99,11 @@ def stream_run(
     drain: float | None = None,
     std: float | None = None,
     probe: bool = False,
+    source: str = EVEN,
+    processor: tuple = (),
 ) -> Run:
-    """Our simulator → one consumer set of ``impl``; counts, CPU, memory.
+    """A simulator (``source``: ours evenly paced or in bursts, or the reference's)
+    → one consumer set of ``impl``; counts, CPU, memory.
 
     CPU: ``cpu_idle`` is sampled while the consumer waits for the first frame,
     ``cpu_end`` ``drain`` seconds after the simulator's last frame, both before any
@@ -114,16 +119,22 @@ def stream_run(
     if drain is None:
         drain = 1.0 + 0.1 * runtime
     wait_quiet()
-    sim = Proc(f"sim-{size}-{rate:g}", sim_cmd(OURS, channel, size, rate, runtime, std))
+    sim_impl = REF if source == REF else OURS
+    # The reference prints its figures only after its shutdown delay: a short one.
+    shd = 1.0 if sim_impl == REF else 120
+    sim = Proc(
+        f"sim-{source}-{size}-{rate:g}",
+        sim_cmd(sim_impl, channel, size, rate, runtime, std, shd=shd, pacing=source),
+    )
     procs = []
     try:
-        if not sim.wait_line(SIM_READY[OURS], 60):
+        if not sim.wait_line(SIM_READY[sim_impl], 60):
             run.note = "simulator did not start"
             return run
         t_ready = time.monotonic()
         con = Proc(
             f"{impl}-{size}-{rate:g}-x{n_consumers}",
-            consumer_cmd(impl, channel, tag, sqs, n_consumers),
+            consumer_cmd(impl, channel, tag, sqs, n_consumers, processor=processor),
         )
         procs.append(con)
         probe_proc = None
@@ -147,11 +158,12 @@ def stream_run(
             procs.append(probe_proc)
         sleep_sampling(max(0.0, t_ready + std - 0.3 - time.monotonic()), procs)
         run.cpu_idle = con.cpu()
-        m = sim.wait_line(SIM_DONE[OURS], std + runtime + 30, procs)
+        m = sim.wait_line(SIM_DONE[sim_impl], std + runtime + shd + 30, procs)
         if not m:
             run.note = "simulator did not finish"
             return run
-        run.sent, run.sim_rate = int(m.group(1)), float(m.group(3))
+        run.sent = int(m.group(1))
+        run.sim_rate = float(m.group(3) if sim_impl == OURS else m.group(2))
         run.source_ok = abs(run.sim_rate - rate) <= 0.02 * rate
         sleep_sampling(drain, procs)
         run.cpu_end = con.cpu()
@@ -165,12 +177,12 @@ def stream_run(
             run.stats["probeP99"] = res.get("latencyP99")
             run.stats["probeN"] = res.get("nCounted")
         s = run.stats
-        run.ok = impl == FLOOR or s.get("nStages", 0) == n_consumers
+        run.ok = impl in (FLOOR, FLOOR_PUB) or s.get("nStages", 0) == n_consumers
         run.lossless = run.ok and lossless(s, run.sent)
         # A consumer that connected after the first frame did not see the whole stream.
         run.late_start = (
             not run.lossless
-            and impl != FLOOR
+            and impl not in (FLOOR, FLOOR_PUB)
             and bool(s.get("firstIds"))
             and s["firstIds"][0] > 1
             and s["missed"] == 0
@@ -233,7 +245,8 @@ def together_run(impls: list, size: int, rate: float, n_frames: int, drain: floa
             stats = consumer_stats(impl, p.text())
             out["impls"][impl] = {
                 "cpu": end[impl] - idle[impl],
-                "lossless": (impl == FLOOR or stats.get("nStages") == 1) and lossless(stats, sent),
+                "lossless": (impl in (FLOOR, FLOOR_PUB) or stats.get("nStages") == 1)
+                and lossless(stats, sent),
             }
         return out
     finally:

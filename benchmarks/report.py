@@ -8,6 +8,8 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
+from report_cpu import cpu_section, target_rows, together_section
+
 OURS, REF, FLOOR, OURS_NOLAT = "ours", "reference", "floor", "ours-nolatency"
 
 
@@ -86,9 +88,9 @@ def render(results: dict, cfg) -> tuple[str, dict]:
 
     _summary_section(w, results)
     if "cpu" in results:
-        _cpu_section(w, results["cpu"])
+        cpu_section(w, results["cpu"])
     if "together" in results:
-        _together_section(w, results["together"])
+        together_section(w, results["together"])
     plot_data = {}
     if "lossless" in results:
         plot_data = _lossless_section(w, results["lossless"])
@@ -105,11 +107,8 @@ def render(results: dict, cfg) -> tuple[str, dict]:
 
 def _summary_section(w, results: dict) -> None:
     """The issue's targets, each with the measured figure and whether it is met."""
-    rows = []
-    for key, what in (
-        ("cpu", "consumer CPU per frame, {0}×{0}, ours/reference"),
-        ("together", "the same, {0}×{0}, both on one stream at once"),
-    ):
+    rows = target_rows(results.get("cpu") or {})
+    for key, what in (("together", "ours/reference, {0}×{0}, three on one stream (secondary)"),):
         for size, block in (results.get(key) or {}).items():
             limit = CPU_TARGETS.get(size)
             if limit is None:
@@ -173,67 +172,6 @@ def _summary_section(w, results: dict) -> None:
     w("|---|---|---|---|")
     for name, wanted, got, met in rows:
         w(f"| {name} | {wanted} | {got} | {'yes' if met else '**no**'} |")
-    w("")
-
-
-def _cpu_table(w, blocks: dict, last_header: str, last_cell) -> None:
-    """A table of marginal CPU per frame, one row per frame size, with one column of
-    the caller's (``last_cell(runs)``) at the end."""
-    w(
-        "| frame | rate | frames | ours ms | reference ms | floor ms | ours/reference | "
-        f"floor/reference | {last_header} |"
-    )
-    w("|---|---|---|---|---|---|---|---|---|")
-    for size, block in blocks.items():
-        runs = block["runs"]
-        n1, n2 = block["frames"]
-        w(
-            f"| {size}×{size} | {block['rate']} fps | {n1} / {n2} | "
-            f"{f(_marginal(runs, OURS))} | {f(_marginal(runs, REF))} | "
-            f"{f(_marginal(runs, FLOOR))} | **{f(_marginal_ratio(runs, OURS, REF), '.2f')}** | "
-            f"{f(_marginal_ratio(runs, FLOOR, REF), '.2f')} | {last_cell(runs)} |"
-        )
-    w("")
-
-
-def _cpu_section(w, cpu: dict) -> None:
-    w("## 1. Consumer CPU per 1000 frames\n")
-    w(
-        "Passthrough processor with an output channel (`-oc`), server queue (`-sqs`), our "
-        "simulator as source, at a rate both consumers hold without loss. CPU of the "
-        "consumer's whole process tree, from the kernel's per-thread counters, "
-        "between the idle moment before the first frame and the end of the stream; "
-        "**marginal**: two stream lengths, difference of CPU over difference of frames, so "
-        "start-up and shutdown cancel. *Floor*: a bare `pvaccess.Channel` monitor whose "
-        "callback only counts (`benchmarks/floor.py`), the cost of the transport alone "
-        "as a plain Python client pays it.\n"
-    )
-    _cpu_table(w, cpu, "ours, latency off ms", lambda runs: f(_marginal(runs, OURS_NOLAT)))
-    big = cpu.get("1024")
-    if big:
-        runs = big["runs"]
-        r_floor = _marginal_ratio(runs, FLOOR, REF)
-        spread = {
-            impl: (min(x["marginal"] for x in rs), max(x["marginal"] for x in rs))
-            for impl, rs in runs.items()
-            if rs
-        }
-        w(
-            "At 1024×1024 the copy of a megabyte per frame (kernel to pvAccess to the "
-            f"array) is most of the cost for any client: the floor is already "
-            f"{f(r_floor, '.2f')} of the reference there, so a ratio of 0.85 means "
-            "doing better than a bare monitor. The figures at this size vary much more "
-            "from repeat to repeat than at 128×128 ("
-            + "; ".join(f"{k} {lo:.0f}–{hi:.0f}" for k, (lo, hi) in spread.items())
-            + " µs per frame here), by more than the implementations differ, so three "
-            "repeats do not settle the ratio at this size.\n"
-        )
-    w("Per repeat (ms per 1000 frames, marginal):\n")
-    for size, block in cpu.items():
-        parts = []
-        for impl, runs in block["runs"].items():
-            parts.append(f"{impl} " + ", ".join(f"{r['marginal']:.1f}" for r in runs))
-        w(f"- {size}×{size}: " + "; ".join(parts))
     w("")
 
 
@@ -548,41 +486,6 @@ def _latency_section(w, lat: dict) -> None:
             f"**{f(med(ratios), '.2f')}** | {f(m(OURS, 'ownP50'))} / {f(m(OURS, 'ownP99'))} |"
         )
     w("")
-
-
-def _together_section(w, together: dict) -> None:
-    w("### The same, side by side on one stream\n")
-    w(
-        "Run after run, the CPU a megapixel frame costs moves with whatever else the "
-        "machine is doing, by more than the implementations differ. Here ours, the "
-        "reference and the floor consume **one** simulator stream at the same time, so "
-        "each repeat compares them under the same load (the source sends every frame "
-        "three times, so each costs more than in the table above). Marginal CPU as "
-        "above: two stream lengths per repeat.\n"
-    )
-    _cpu_table(w, together, "ours/floor", lambda runs: f(_marginal_ratio(runs, OURS, FLOOR), ".2f"))
-    for size, block in together.items():
-        runs = block["runs"]
-        each = _paired_ratios(runs.get(OURS, []), runs.get(REF, []), "marginal")
-        w(
-            f"Ours/reference in each repeat at {size}×{size}: "
-            + ", ".join(f"{x:.2f}" for x in each)
-            + ".\n"
-        )
-    w(
-        "What is left between ours and the floor at this size is one more copy of the "
-        "frame: the output record still holds the previous frame's pixels when pvAccess "
-        "deserializes the next one into the same buffer, so pvData copies the old "
-        "contents to a fresh buffer first (inside `PVValueArray::deserialize`, seen with "
-        "`perf record --call-graph dwarf`). Any client that republishes or keeps a frame "
-        "pays it; the reference too. Measured by hand the same way (2026-12-03, three "
-        "repeats, 1024×1024 at 400 fps): ours without an output channel 261, 303, 307 µs "
-        "per frame against the floor's 276, 309, 308 in the same runs. The callback's "
-        "object is pvaccess's own copy of pvAccess's buffer structure, so emptying its "
-        "array after publishing does not spare the copy (a bare monitor that publishes "
-        "and then empties it cost as much as one that only publishes), and glibc's "
-        "allocation thresholds do not move it either.\n"
-    )
 
 
 def _profile_section(w) -> None:

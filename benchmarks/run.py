@@ -44,7 +44,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
 import psutil  # noqa: E402
-from commands import LOGDIR, ROOT  # noqa: E402
+from commands import LOGDIR, ROOT, SOURCES  # noqa: E402
 from scenarios import (  # noqa: E402
     bench_collector,
     bench_cpu,
@@ -118,6 +118,9 @@ class Config:
     # More searches where single runs near the limit pass or fail at random.
     search_repeats_at: dict
     cpu_points: list
+    cpu_repeats: int  # the headline's repeats (at least 5 in a full run)
+    cpu_sources: tuple  # sources of the headline: even, reference, burst
+    burst_repeats: int
     together_points: list
     nolatency: bool
     sizes: list
@@ -146,6 +149,9 @@ def make_config(quick: bool) -> Config:
             search_repeats=1,
             search_repeats_at={},
             cpu_points=[(128, 5000, 2500, 10000)],
+            cpu_repeats=1,
+            cpu_sources=SOURCES,
+            burst_repeats=1,
             together_points=[(1024, 400, 400, 1600)],
             nolatency=False,
             sizes=[128, 1024],
@@ -169,6 +175,9 @@ def make_config(quick: bool) -> Config:
         search_repeats=2,
         search_repeats_at={1024: 3, 2048: 4},
         cpu_points=[(128, 5000, 2500, 20000), (1024, 800, 400, 4000)],
+        cpu_repeats=5,
+        cpu_sources=SOURCES,
+        burst_repeats=2,
         together_points=[(1024, 400, 800, 4000)],
         nolatency=True,
         sizes=[128, 512, 1024, 2048],

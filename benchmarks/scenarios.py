@@ -3,7 +3,17 @@ results (a JSON-able dict)."""
 
 from __future__ import annotations
 
-from commands import FLOOR, OURS, OURS_NOLAT, REF
+from commands import (
+    BURST,
+    EVEN,
+    FLOOR,
+    FLOOR_PUB,
+    OURS,
+    OURS_NOLAT,
+    OURS_NOOC,
+    OURS_RQS,
+    REF,
+)
 from measure import collector_run, search, sim_run, stream_run_retry, together_run
 
 from harness import log
@@ -11,41 +21,80 @@ from harness import log
 # -- 1. CPU per frame ------------------------------------------------------------------
 
 
-def bench_cpu(cfg) -> dict:
-    results = {}
-    for size, rate, n1, n2 in cfg.cpu_points:
-        variants = [OURS, REF, FLOOR] + ([OURS_NOLAT] if size == 128 and cfg.nolatency else [])
-        per = {v: [] for v in variants}
-        rss = {v: [] for v in variants}
-        for rep in range(cfg.repeats):
-            order = variants[rep % len(variants) :] + variants[: rep % len(variants)]
-            for v in order:
-                runs = []
-                for n in (n1, n2) if rep % 2 == 0 else (n2, n1):
-                    # The same wait after both lengths, so that it cancels too.
-                    r = stream_run_retry(v, size, rate, n, drain=1.0 + 0.1 * n2 / rate)
-                    runs.append(r)
-                    log(
-                        f"  cpu {size} {v} {n} frames: cpu {r.cpu:.3f}s lossless={r.lossless} "
-                        f"sent={r.sent} processed={r.stats.get('processed')}"
-                    )
-                    if r.rss:
-                        rss[v].append(sum(r.rss))
-                short, long_ = sorted(runs, key=lambda r: r.n_frames)
-                if not (short.lossless and long_.lossless):
-                    log(f"  cpu {size} {v}: a run was not lossless; repeat discarded")
-                    continue
-                # ms per 1000 frames (= µs per frame)
-                marginal = (long_.cpu - short.cpu) / (long_.sent - short.sent) * 1e6
-                per[v].append(
-                    {
-                        "marginal": marginal,
-                        "rep": rep,
-                        "perRun": [r.cpu / r.sent * 1e6 for r in runs],
-                    }
+# Every consumer the headline compares, and the floors beside them.
+CPU_VARIANTS = (OURS, OURS_NOOC, OURS_RQS, REF, FLOOR, FLOOR_PUB)
+
+
+def cpu_block(
+    label: str,
+    size: int,
+    rate: float,
+    n1: int,
+    n2: int,
+    variants: list,
+    repeats: int,
+    source: str = EVEN,
+    processor: tuple = (),
+) -> dict:
+    """Marginal CPU per frame of each variant, alone on the machine, ``repeats`` times.
+
+    Each repeat runs every variant (in an order that rotates) on two stream lengths
+    ``n1`` and ``n2`` from ``source``: the difference of CPU over the difference of
+    frames, so that start-up and shutdown cancel. A repeat counts only if both runs
+    were lossless.
+    """
+    per = {v: [] for v in variants}
+    rss = {v: [] for v in variants}
+    for rep in range(repeats):
+        order = variants[rep % len(variants) :] + variants[: rep % len(variants)]
+        for v in order:
+            runs = []
+            for n in (n1, n2) if rep % 2 == 0 else (n2, n1):
+                # The same wait after both lengths, so that it cancels too.
+                r = stream_run_retry(
+                    v,
+                    size,
+                    rate,
+                    n,
+                    drain=1.0 + 0.1 * n2 / rate,
+                    source=source,
+                    processor=processor,
                 )
-        results[f"{size}"] = {"rate": rate, "frames": [n1, n2], "runs": per, "rss": rss}
-    return results
+                runs.append(r)
+                log(
+                    f"  {label} {source} {size} {v} {n} frames: cpu {r.cpu:.3f}s "
+                    f"lossless={r.lossless} sent={r.sent} processed={r.stats.get('processed')}"
+                )
+                if r.rss:
+                    rss[v].append(sum(r.rss))
+            short, long_ = sorted(runs, key=lambda r: r.n_frames)
+            if not (short.lossless and long_.lossless) or long_.sent <= short.sent:
+                log(f"  {label} {size} {v}: a run was not lossless; repeat discarded")
+                continue
+            # ms per 1000 frames (= µs per frame)
+            marginal = (long_.cpu - short.cpu) / (long_.sent - short.sent) * 1e6
+            per[v].append(
+                {"marginal": marginal, "rep": rep, "perRun": [r.cpu / r.sent * 1e6 for r in runs]}
+            )
+    return {"rate": rate, "frames": [n1, n2], "runs": per, "rss": rss, "source": source}
+
+
+def bench_cpu(cfg) -> dict:
+    """The headline: one consumer alone at a time, ours (with and without an output
+    channel, and with a receiver queue), the reference and both floors alternating,
+    on an evenly paced source (ours, and the reference's simulator), then once more
+    on our simulator in bursts."""
+    out: dict = {"sources": {}}
+    for source in cfg.cpu_sources:
+        repeats = cfg.burst_repeats if source == BURST else cfg.cpu_repeats
+        blocks = {}
+        for size, rate, n1, n2 in cfg.cpu_points:
+            variants = list(CPU_VARIANTS)
+            if size == 128 and cfg.nolatency and source == EVEN:
+                variants.append(OURS_NOLAT)
+            blocks[str(size)] = cpu_block("cpu", size, rate, n1, n2, variants, repeats, source)
+        out["sources"][source] = blocks
+    return out
 
 
 def bench_together(cfg) -> dict:

@@ -91,9 +91,7 @@ def measure(impls, commands, rates, args, raw) -> None:
             for impl in impls if rep % 2 == 0 else impls[::-1]:
                 # Our simulator at another commit is measured as "ours" with another command.
                 bench.OUR_CMD = commands.get(impl, commands[bench.OURS])
-                r = sim_run(
-                    bench.REF if impl == bench.REF else bench.OURS, rate, args.seconds
-                )
+                r = sim_run(bench.REF if impl == bench.REF else bench.OURS, rate, args.seconds)
                 log(
                     f"  {impl:9s} {rate:7g} fps #{rep + 1}: "
                     + (

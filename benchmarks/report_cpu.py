@@ -1,0 +1,205 @@
+"""The consumer CPU sections of ``docs/benchmarks.md``: the headline (one consumer
+alone, evenly paced source), the same with bursts, the three-on-one-stream table and
+where the time goes. Used by ``report.py``."""
+
+from __future__ import annotations
+
+import statistics
+
+OURS, REF, FLOOR, OURS_NOLAT = "ours", "reference", "floor", "ours-nolatency"
+OURS_NOOC, OURS_RQS, FLOOR_PUB = "ours-no-oc", "ours-rqs", "floor-republish"
+EVEN, BURST = "even", "burst"
+SOURCE_NAMES = {
+    EVEN: "pvhpc simulator, evenly paced (default)",
+    REF: "reference simulator",
+    BURST: "pvhpc simulator in bursts (`-pm burst`)",
+}
+# The issue's targets: (variant, its limit, the most it may cost relative to it).
+TARGETS = (
+    (OURS_NOOC, FLOOR, 1.05, "ours without `-oc` / counting floor"),
+    (OURS, FLOOR_PUB, 1.05, "ours with `-oc` / republishing floor"),
+    (OURS, REF, 0.85, "ours / reference (128×128 only)"),
+    (OURS_RQS, OURS, 1.10, "ours with `-rqs` / ours in the callback"),
+)
+
+
+def med(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def f(v, spec=".3g", dash="—"):
+    return dash if v is None else format(v, spec)
+
+
+def paired_ratios(runs_a: list, runs_b: list, key: str = "marginal") -> list:
+    by_rep = {r["rep"]: r[key] for r in runs_b}
+    return [r[key] / by_rep[r["rep"]] for r in runs_a if by_rep.get(r["rep"])]
+
+
+def marginal(runs: dict, impl: str):
+    """Median marginal CPU per frame of ``impl`` in a CPU block's runs."""
+    return med(r["marginal"] for r in runs.get(impl, []))
+
+
+def marginal_ratio(runs: dict, a: str, b: str):
+    """Median over repeats of ``a``'s marginal CPU per frame over ``b``'s."""
+    return med(paired_ratios(runs.get(a, []), runs.get(b, [])))
+
+
+def spread(values: list, spec: str = ".0f") -> str:
+    """``median (min–max)`` of ``values``, or a dash."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return "—"
+    if len(values) == 1:
+        return format(values[0], spec)
+    return f"{med(values):{spec}} ({min(values):{spec}}–{max(values):{spec}})"
+
+
+def cell(runs: dict, impl: str) -> str:
+    return spread([r["marginal"] for r in runs.get(impl, [])])
+
+
+def ratio_cell(runs: dict, a: str, b: str) -> str:
+    return spread(paired_ratios(runs.get(a, []), runs.get(b, [])), ".2f")
+
+
+def target_rows(cpu: dict) -> list:
+    """Summary rows ``(name, wanted, measured, met)`` for the headline's targets, from
+    the evenly paced sources."""
+    rows = []
+    for source in (EVEN, REF):
+        for size, block in (cpu.get("sources", {}).get(source) or {}).items():
+            runs = block["runs"]
+            for a, b, limit, what in TARGETS:
+                if b == REF and size != "128":
+                    continue
+                r = marginal_ratio(runs, a, b)
+                if r is None:
+                    continue
+                got = (
+                    f"{ratio_cell(runs, a, b)}: {f(marginal(runs, a), '.0f')} µs "
+                    f"vs {f(marginal(runs, b), '.0f')} µs"
+                )
+                rows.append(
+                    (
+                        f"{what}, {size}×{size}, {SOURCE_NAMES[source]}",
+                        f"≤ {limit}",
+                        got,
+                        r <= limit,
+                    )
+                )
+    return rows
+
+
+def cpu_section(w, cpu: dict) -> None:
+    sources = cpu.get("sources")
+    if not sources:
+        return
+    w("## 1. Consumer CPU per frame, one consumer alone (the headline)\n")
+    w(
+        "One consumer on the machine at a time, taking an **evenly paced** stream (one "
+        "frame at each deadline, as a detector publishes one frame per trigger): ours, "
+        "the reference and the two floors run one after the other, in an order that "
+        "rotates, every repeat. Passthrough processor, server queue (`-sqs`), at a rate "
+        "all of them hold without loss. CPU of the consumer's whole process tree from "
+        "its CPU-time clock; **marginal**: two stream lengths per repeat, difference of "
+        "CPU over difference of frames, so start-up and shutdown cancel. Cells are µs "
+        "per frame (= ms per 1000 frames), median (lowest–highest) over the repeats; "
+        "ratios are per repeat, then the median (spread).\n"
+    )
+    w(
+        "The floors, bare `pvaccess` programs in `benchmarks/`: *counting floor* "
+        "(`floor.py`), a monitor whose callback only counts, the limit of a consumer "
+        "without an output channel; *republishing floor* (`floor_republish.py`), a "
+        "monitor that counts and puts each object on a `PvaServer` record, the limit of "
+        "a consumer with `-oc`. *ours* has `-oc`; *ours, no -oc* has none; *ours -rqs* "
+        "is ours with `-oc` and a receiver queue (frames handed to a processing thread "
+        "in batches); the reference has `-oc`.\n"
+    )
+    for source in (EVEN, REF, BURST):
+        blocks = sources.get(source)
+        if not blocks:
+            continue
+        label = SOURCE_NAMES[source]
+        if source == BURST:
+            w(
+                "### Bursts (labelled: not what a detector sends)\n\n"
+                "The same with our simulator publishing what is due once per 1 ms tick: "
+                "pvAccess hands several frames over per wake-up, which flatters whoever "
+                "amortizes wake-ups best.\n"
+            )
+        else:
+            w(f"### Source: {label}\n")
+        w(
+            "| frame | rate | frames | ours | ours, no -oc | ours -rqs | reference | "
+            "counting floor | republishing floor | ours/reference | no -oc / counting "
+            "floor | ours / republishing floor | -rqs / ours |"
+        )
+        w("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        for size, block in blocks.items():
+            runs = block["runs"]
+            n1, n2 = block["frames"]
+            w(
+                f"| {size}×{size} | {block['rate']} fps | {n1} / {n2} | {cell(runs, OURS)} | "
+                f"{cell(runs, OURS_NOOC)} | {cell(runs, OURS_RQS)} | {cell(runs, REF)} | "
+                f"{cell(runs, FLOOR)} | {cell(runs, FLOOR_PUB)} | "
+                f"**{ratio_cell(runs, OURS, REF)}** | {ratio_cell(runs, OURS_NOOC, FLOOR)} | "
+                f"{ratio_cell(runs, OURS, FLOOR_PUB)} | {ratio_cell(runs, OURS_RQS, OURS)} |"
+            )
+            if runs.get(OURS_NOLAT):
+                w(
+                    f"| {size}×{size}, ours with latency off | | | {cell(runs, OURS_NOLAT)} "
+                    "| | | | | | | | | |"
+                )
+        w("")
+        n_reps = {
+            f"{size}×{size}": min((len(r) for r in b["runs"].values()), default=0)
+            for size, b in blocks.items()
+        }
+        w(
+            "Lossless repeats per variant (fewest): "
+            + ", ".join(f"{k}: {v}" for k, v in n_reps.items())
+            + ".\n"
+        )
+
+
+def cpu_table(w, blocks: dict, last_header: str, last_cell) -> None:
+    """A table of marginal CPU per frame, one row per frame size, with one column of
+    the caller's (``last_cell(runs)``) at the end."""
+    w(
+        "| frame | rate | frames | ours ms | reference ms | floor ms | ours/reference | "
+        f"floor/reference | {last_header} |"
+    )
+    w("|---|---|---|---|---|---|---|---|---|")
+    for size, block in blocks.items():
+        runs = block["runs"]
+        n1, n2 = block["frames"]
+        w(
+            f"| {size}×{size} | {block['rate']} fps | {n1} / {n2} | "
+            f"{f(marginal(runs, OURS))} | {f(marginal(runs, REF))} | "
+            f"{f(marginal(runs, FLOOR))} | **{f(marginal_ratio(runs, OURS, REF), '.2f')}** | "
+            f"{f(marginal_ratio(runs, FLOOR, REF), '.2f')} | {last_cell(runs)} |"
+        )
+    w("")
+
+
+def together_section(w, together: dict) -> None:
+    w("### Secondary view: three consumers on one stream\n")
+    w(
+        "Ours, the reference and the counting floor consume **one** evenly paced stream "
+        "at the same time, so each repeat compares them under the same load. This is "
+        "not the headline: three consumers sharing two cores take frames in bunches, "
+        "which flatters whoever amortizes wake-ups best, and each frame is sent three "
+        "times. Marginal CPU as above.\n"
+    )
+    cpu_table(w, together, "ours/floor", lambda runs: f(marginal_ratio(runs, OURS, FLOOR), ".2f"))
+    for size, block in together.items():
+        runs = block["runs"]
+        each = paired_ratios(runs.get(OURS, []), runs.get(REF, []))
+        w(
+            f"Ours/reference in each repeat at {size}×{size}: "
+            + ", ".join(f"{x:.2f}" for x in each)
+            + ".\n"
+        )
