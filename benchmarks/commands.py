@@ -168,6 +168,7 @@ def consumer_cmd(
             f"{runtime:g}",
             "--resolution",
             "0.25",
+            "--pin",
         ]
     common = [
         "-ic",

@@ -35,7 +35,8 @@ def make_parser(description: str) -> argparse.ArgumentParser:
     p.add_argument(
         "--pin",
         action="store_true",
-        help="experiment: keep the monitor thread's Python thread state between callbacks",
+        help="keep the monitor thread's Python thread state between callbacks, as "
+        "pvhpc's receiver does (the floors of the consumer benchmarks use it)",
     )
     p.add_argument(
         "--resolution", type=float, default=0.005, help="arrival-time resolution, s [0.005]"
@@ -69,18 +70,13 @@ def main(argv=None) -> int:
             arr_append(t)
 
     elif args.pin:
-        import ctypes
-
-        ensure = ctypes.pythonapi.PyGILState_Ensure
-        pinned = set()
+        pinned, pin = thread_pinner()
         get_ident = threading.get_ident
 
         def on_update(pv):
             count[0] += 1
-            ident = get_ident()
-            if ident not in pinned:
-                pinned.add(ident)
-                ensure()
+            if get_ident() not in pinned:
+                pin()
 
     else:
 
@@ -98,6 +94,23 @@ def main(argv=None) -> int:
     sys.stdout.write(json.dumps(result) + "\n")
     sys.stdout.flush()
     return 0
+
+
+def thread_pinner():
+    """``(pinned, pin)``: ``pin()``, called in a pvaccess callback, keeps that thread's
+    Python thread state for good (one extra ``PyGILState_Ensure``); ``pinned`` holds
+    the threads done. Without it every callback creates and deletes a thread state."""
+    import ctypes
+
+    ensure = ctypes.pythonapi.PyGILState_Ensure
+    ensure.restype, ensure.argtypes = ctypes.c_int, []
+    pinned: set = set()
+
+    def pin():
+        pinned.add(threading.get_ident())
+        ensure()
+
+    return pinned, pin
 
 
 def watch(args, on_update, count: list, stop: threading.Event) -> dict:

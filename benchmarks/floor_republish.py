@@ -16,7 +16,7 @@ import sys
 import threading
 
 import pvaccess as pva
-from floor import make_parser, watch
+from floor import make_parser, thread_pinner, watch
 
 
 def main(argv=None) -> int:
@@ -35,10 +35,21 @@ def main(argv=None) -> int:
     server.addRecord(name, sample.copy())
     update = server.update
     count = [0]
+    if args.pin:
+        pinned, pin = thread_pinner()
+        get_ident = threading.get_ident
 
-    def on_update(pv):
-        count[0] += 1
-        update(name, pv)
+        def on_update(pv):
+            count[0] += 1
+            update(name, pv)
+            if get_ident() not in pinned:
+                pin()
+
+    else:
+
+        def on_update(pv):
+            count[0] += 1
+            update(name, pv)
 
     result = watch(args, on_update, count, stop)
     result["nPublished"] = count[0]

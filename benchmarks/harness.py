@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -29,6 +30,11 @@ from pvhpc.workflow.process import json_lines, stop_process  # noqa: E402
 __all__ = ["ROOT", "Proc", "log", "get", "wait_for", "unique_prefix"]
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# Started in the background by a shell, a script inherits SIGINT ignored, and so would
+# every process it starts: the reference's commands then never stop on SIGINT.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def log(msg: str) -> None:

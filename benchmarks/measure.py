@@ -100,10 +100,11 @@ def stream_run(
     std: float | None = None,
     probe: bool = False,
     source: str = EVEN,
-    processor: tuple = (),
+    processor: tuple | dict = (),
 ) -> Run:
     """A simulator (``source``: ours evenly paced or in bursts, or the reference's)
-    → one consumer set of ``impl``; counts, CPU, memory.
+    → one consumer set of ``impl``; counts, CPU, memory. ``processor``: the arguments
+    naming the processor (or a dict of them by ``impl``); none, the passthrough.
 
     CPU: ``cpu_idle`` is sampled while the consumer waits for the first frame,
     ``cpu_end`` ``drain`` seconds after the simulator's last frame, both before any
@@ -134,7 +135,14 @@ def stream_run(
         t_ready = time.monotonic()
         con = Proc(
             f"{impl}-{size}-{rate:g}-x{n_consumers}",
-            consumer_cmd(impl, channel, tag, sqs, n_consumers, processor=processor),
+            consumer_cmd(
+                impl,
+                channel,
+                tag,
+                sqs,
+                n_consumers,
+                processor=processor.get(impl, ()) if isinstance(processor, dict) else processor,
+            ),
         )
         procs.append(con)
         probe_proc = None

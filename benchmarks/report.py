@@ -8,7 +8,7 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from report_cpu import cpu_section, target_rows, together_section
+from report_cpu import cpu_section, target_rows, together_section, work_section
 
 OURS, REF, FLOOR, OURS_NOLAT = "ours", "reference", "floor", "ours-nolatency"
 
@@ -100,6 +100,8 @@ def render(results: dict, cfg) -> tuple[str, dict]:
         _collector_memory_section(w, results)
     if "latency" in results:
         _latency_section(w, results["latency"])
+    if "work" in results:
+        work_section(w, results["work"], _lossless_row)
     _profile_section(w)
     _method_section(w, cfg)
     return "\n".join(out) + "\n", plot_data
@@ -420,7 +422,8 @@ def _collector_memory_section(w, results: dict) -> None:
     )
     w("| setting | ours MB | reference MB | ours/reference |")
     w("|---|---|---|---|")
-    for size, block in (results.get("cpu") or {}).items():
+    cpu_even = (results.get("cpu") or {}).get("sources", {}).get("even", {})
+    for size, block in cpu_even.items():
         rss = block.get("rss", {})
         o, r = med(rss.get(OURS, [])), med(rss.get(REF, []))
         fl = med(rss.get(FLOOR, []))

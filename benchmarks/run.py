@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import signal
 import subprocess
 import sys
 import time
@@ -52,6 +51,7 @@ from scenarios import (  # noqa: E402
     bench_lossless,
     bench_sim,
     bench_together,
+    bench_work,
 )
 
 from harness import log  # noqa: E402
@@ -135,6 +135,10 @@ class Config:
     collector_start: float
     collector_cpu_rate: float
     latency_points: list
+    work_points: list
+    work_repeats: int
+    work_search: dict
+    work_search_repeats: int
     latency_seconds: float
 
 
@@ -148,7 +152,7 @@ def make_config(quick: bool) -> Config:
             small_repeats=1,
             search_repeats=1,
             search_repeats_at={},
-            cpu_points=[(128, 5000, 2500, 10000)],
+            cpu_points=[(128, 3000, 1500, 6000)],
             cpu_repeats=1,
             cpu_sources=SOURCES,
             burst_repeats=1,
@@ -166,6 +170,10 @@ def make_config(quick: bool) -> Config:
             collector_start=4000,
             collector_cpu_rate=2000,
             latency_points=[(128, 1000)],
+            work_points=[(512, 100, 100, 400)],
+            work_repeats=1,
+            work_search={512: 250},
+            work_search_repeats=1,
             latency_seconds=2.0,
         )
     return Config(
@@ -174,7 +182,7 @@ def make_config(quick: bool) -> Config:
         small_repeats=2,
         search_repeats=2,
         search_repeats_at={1024: 3, 2048: 4},
-        cpu_points=[(128, 5000, 2500, 20000), (1024, 800, 400, 4000)],
+        cpu_points=[(128, 3000, 1500, 12000), (1024, 800, 400, 4000)],
         cpu_repeats=5,
         cpu_sources=SOURCES,
         burst_repeats=2,
@@ -192,6 +200,10 @@ def make_config(quick: bool) -> Config:
         collector_start=12500,
         collector_cpu_rate=2000,
         latency_points=[(128, 1000), (1024, 200)],
+        work_points=[(512, 100, 100, 600), (1024, 30, 30, 180)],
+        work_repeats=5,
+        work_search={512: 250, 1024: 63},
+        work_search_repeats=2,
         latency_seconds=4.0,
     )
 
@@ -203,6 +215,7 @@ BENCHES = {
     "sim": bench_sim,
     "collector": bench_collector,
     "latency": bench_latency,
+    "work": bench_work,
 }
 
 
@@ -223,10 +236,7 @@ def main(argv=None) -> int:
         help="rewrite docs from the results file without running anything",
     )
     args = p.parse_args(argv)
-    # Started in the background by a shell, we inherit SIGINT ignored, and so would
-    # every process we start: the reference's commands then never stop on SIGINT.
-    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+    # (harness.py, imported above, restored SIGINT if a shell started us ignoring it.)
     cfg = make_config(args.quick)
     sys.path.insert(0, str(BENCH))
     # A quick run is a smoke test: it never replaces the full figures in docs/.

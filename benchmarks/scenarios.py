@@ -3,6 +3,8 @@ results (a JSON-able dict)."""
 
 from __future__ import annotations
 
+import json
+
 from commands import (
     BURST,
     EVEN,
@@ -16,7 +18,7 @@ from commands import (
 )
 from measure import collector_run, search, sim_run, stream_run_retry, together_run
 
-from harness import log
+from harness import ROOT, log
 
 # -- 1. CPU per frame ------------------------------------------------------------------
 
@@ -63,7 +65,8 @@ def cpu_block(
                 runs.append(r)
                 log(
                     f"  {label} {source} {size} {v} {n} frames: cpu {r.cpu:.3f}s "
-                    f"lossless={r.lossless} sent={r.sent} processed={r.stats.get('processed')}"
+                    f"lossless={r.lossless} sent={r.sent} processed={r.stats.get('processed')} "
+                    f"source {r.sim_rate:.0f} fps"
                 )
                 if r.rss:
                     rss[v].append(sum(r.rss))
@@ -74,7 +77,13 @@ def cpu_block(
             # ms per 1000 frames (= µs per frame)
             marginal = (long_.cpu - short.cpu) / (long_.sent - short.sent) * 1e6
             per[v].append(
-                {"marginal": marginal, "rep": rep, "perRun": [r.cpu / r.sent * 1e6 for r in runs]}
+                {
+                    "marginal": marginal,
+                    "rep": rep,
+                    "perRun": [r.cpu / r.sent * 1e6 for r in runs],
+                    # A loaded machine can hold the source below its rate: shown.
+                    "simRates": [r.sim_rate for r in runs],
+                }
             )
     return {"rate": rate, "frames": [n1, n2], "runs": per, "rss": rss, "source": source}
 
@@ -129,7 +138,14 @@ def bench_together(cfg) -> dict:
 
 
 def run_searches(
-    label: str, impls: list, size: int, start: dict, top: float, cfg, n_consumers: int = 1
+    label: str,
+    impls: list,
+    size: int,
+    start: dict,
+    top: float,
+    cfg,
+    n_consumers: int = 1,
+    processor: tuple = (),
 ) -> dict:
     """Interleave one search per implementation, trial by trial."""
     gens = {impl: search(start[impl], top) for impl in impls}
@@ -139,12 +155,14 @@ def run_searches(
         for impl in list(pending):
             rate = pending[impl]
             n = max(int(rate * cfg.lossless_seconds), 50)
-            r = stream_run_retry(impl, size, rate, n, n_consumers=n_consumers)
+            r = stream_run_retry(impl, size, rate, n, n_consumers=n_consumers, processor=processor)
             if not r.lossless and not r.source_ok:
                 # Lossy while the simulator also fell behind: something else took the
                 # CPUs (the machine is shared). Judge the rate on a second run.
                 log(f"  {label} {impl} {rate} fps: lossy with the simulator behind; again")
-                r = stream_run_retry(impl, size, rate, n, n_consumers=n_consumers)
+                r = stream_run_retry(
+                    impl, size, rate, n, n_consumers=n_consumers, processor=processor
+                )
             s = r.stats
             log(
                 f"  {label} {impl} {rate} fps: lossless={r.lossless} sent={r.sent} "
@@ -289,4 +307,44 @@ def bench_latency(cfg) -> dict:
                     }
                 )
         out[str(size)] = {"rate": rate, "runs": per}
+    return out
+
+
+# -- 6. a processor that does work ---------------------------------------------------
+
+# A moving average of the last 3 frames: the reference runs a processor file written
+# against its user API (the interoperability tests' fixture), ours the same
+# computation on pvhpc's AdImageProcessor (benchmarks/moving_average.py).
+WORK_ARGS = ("-pc", "MovingAverageProcessor", "-pa", json.dumps({"nFrames": 3}))
+WORK_FILES = {
+    OURS: ROOT / "benchmarks" / "moving_average.py",
+    REF: ROOT / "tests" / "interop" / "pvapy_processors" / "movingAverageProcessor.py",
+}
+WORK_PROCESSOR = {impl: ("-pf", str(path), *WORK_ARGS) for impl, path in WORK_FILES.items()}
+
+
+def bench_work(cfg) -> dict:
+    """CPU per frame and highest lossless rate of a processor that reads each frame
+    as a numpy array and publishes a derived one, ours against the reference."""
+    out: dict = {"cpu": {}, "lossless": {}, "processor": "moving average of 3 frames"}
+    for size, rate, n1, n2 in cfg.work_points:
+        out["cpu"][str(size)] = cpu_block(
+            "work", size, rate, n1, n2, [OURS, REF], cfg.work_repeats, EVEN, WORK_PROCESSOR
+        )
+    for size, guess in cfg.work_search.items():
+        start = {OURS: guess, REF: guess}
+        reps = []
+        for rep in range(cfg.work_search_repeats):
+            res = run_searches(
+                f"work {size}",
+                [OURS, REF] if rep % 2 == 0 else [REF, OURS],
+                size,
+                start,
+                cfg.max_rate,
+                cfg,
+                processor=WORK_PROCESSOR,
+            )
+            reps.append(res)
+            start = {k: v["rate"] or guess for k, v in res["max"].items()}
+        out["lossless"][str(size)] = reps
     return out
