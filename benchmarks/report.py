@@ -8,7 +8,13 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from report_cpu import cpu_section, target_rows, together_section, work_section
+from report_cpu import (
+    cpu_section,
+    profile_section,
+    target_rows,
+    together_section,
+    work_section,
+)
 
 OURS, REF, FLOOR, OURS_NOLAT = "ours", "reference", "floor", "ours-nolatency"
 
@@ -60,8 +66,8 @@ def render(results: dict, cfg) -> tuple[str, dict]:
         "on one machine, same source, runs alternating between the two and repeated. "
         "Tables give medians; **ratio** is the median of the per-repeat ratios "
         "ours/reference (below 1 is better for CPU and latency, above 1 for rates). "
-        "Regenerate with `make bench` (about 25 minutes) or "
-        "`.venv/bin/python benchmarks/run.py --quick` (about 3 minutes, fewer points); "
+        "Regenerate with `make bench` (about 70 minutes) or "
+        "`.venv/bin/python benchmarks/run.py --quick` (about 10 minutes, fewer points and one repeat); "
         "`benchmarks/results.json` holds every raw number.\n"
     )
     w("## Machine\n")
@@ -85,6 +91,16 @@ def render(results: dict, cfg) -> tuple[str, dict]:
         "machine disturbs CPU figures; the harness waits (at most 10 s) for the CPUs to be "
         "mostly idle before each run, and repeats.\n"
     )
+    quiet = results.get("quiet") or {}
+    n_runs = sum(q.get("runs", 0) for q in quiet.values())
+    n_busy = sum(q.get("busy", 0) for q in quiet.values())
+    if n_runs and n_busy / n_runs > 0.05:
+        w(
+            f"**These figures are from a shared machine**: before {n_busy} of {n_runs} runs "
+            "the CPUs were still busy with other work after the 10 s wait. Medians and "
+            "spreads over the repeats are given for that reason; take final numbers on a "
+            "quiet machine.\n"
+        )
 
     _summary_section(w, results)
     if "cpu" in results:
@@ -102,7 +118,7 @@ def render(results: dict, cfg) -> tuple[str, dict]:
         _latency_section(w, results["latency"])
     if "work" in results:
         work_section(w, results["work"], _lossless_row)
-    _profile_section(w)
+    profile_section(w)
     _method_section(w, cfg)
     return "\n".join(out) + "\n", plot_data
 
@@ -491,55 +507,6 @@ def _latency_section(w, lat: dict) -> None:
     w("")
 
 
-def _profile_section(w) -> None:
-    w("## Where a consumer's time goes\n")
-    w(
-        "Profiled while streaming 128×128 frames at 5–10 kHz (`perf record -g` for the "
-        "native side, `py-spy record` for the Python side):\n"
-    )
-    w(
-        "- Most of the CPU is the transport: the kernel copying from the socket and "
-        "pvAccess deserializing the structure (`PVStructure::deserialize`). That is "
-        "the *floor* column; at 1024×1024 the copy of the pixels dominates everything."
-    )
-    w(
-        "- pvaccess runs monitor callbacks on its own C++ receive thread through the "
-        "GIL-state API. Left alone, every callback creates a Python thread state and "
-        "deletes it on return; the first Python call then maps a fresh frame stack "
-        "(`_PyThreadState_BumpFramePointerSlow` → `mmap`, then `munmap`, page faults): "
-        "about 20 µs per frame, as much as the rest of a counting callback. pvhpc's "
-        "receiver keeps the thread's state for the life of the thread (one extra "
-        "`PyGILState_Ensure` on its first callback), which is why our consumer, doing "
-        "real work, costs about what the bare monitor does (the floor pays that toll; "
-        "`floor.py --pin` shows the floor without it)."
-    )
-    w(
-        "- Republishing on the output channel (`PvaServer.update`: the record copies "
-        "the structure and shares the pixel buffer, so the next update cannot reuse "
-        "it) costs 15–20 µs per frame on an idle machine, up to 80 µs when the "
-        "machine's caches are shared with other busy processes (the side-by-side "
-        "table); the reference pays the same."
-    )
-    w(
-        "- Because of that sharing, every megapixel update makes pvAccess allocate a "
-        "fresh pixel buffer and free an old one. With glibc's default thresholds such "
-        "buffers are mapped and unmapped (or the heap is trimmed) each time, and every "
-        "frame pays for new pages: at 1024×1024 and 800 fps our consumer measured "
-        "239–389 µs per frame against the bare monitor's 215–259, varying from run "
-        "to run. Consumers and collectors now ask glibc to keep such buffers "
-        "(`mallopt`: mmap threshold 64 MiB, trim threshold 256 MiB); the same "
-        "comparison then gave 224–238 µs against 187–249."
-    )
-    w(
-        "- The Python of our hot path (count, read the id, missed-frame bookkeeping, "
-        "the processor call, timing) is a few µs; py-spy sees the receive thread "
-        "inside Python for under 5 % of its samples. Reading a frame's timestamp for "
-        "the latency figures was the largest part, so fast streams are sampled at "
-        "about 200 frames per second (the *latency off* column shows what is left)."
-    )
-    w("")
-
-
 def _method_section(w, cfg) -> None:
     w("## How it is measured\n")
     w(
@@ -575,7 +542,9 @@ def _method_section(w, cfg) -> None:
         "callback, `--skip-initial-updates 1`)."
     )
     w(
-        f"- Repeats: {cfg.repeats} for CPU and the simulator, {cfg.small_repeats} for "
+        f"- Repeats: {cfg.cpu_repeats} for consumer CPU on each evenly paced source "
+        f"({cfg.burst_repeats} with bursts), {cfg.work_repeats} for the work processor's "
+        f"CPU, {cfg.repeats} for the simulator, {cfg.small_repeats} for "
         f"latency and the collector's CPU; {cfg.search_repeats} "
         "searches per lossless point"
         + "".join(f", {n} at {k}×{k}" for k, n in cfg.search_repeats_at.items())

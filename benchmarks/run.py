@@ -44,6 +44,7 @@ sys.path.insert(0, str(BENCH))
 
 import psutil  # noqa: E402
 from commands import LOGDIR, ROOT, SOURCES  # noqa: E402
+from measure import QUIET  # noqa: E402
 from scenarios import (  # noqa: E402
     bench_collector,
     bench_cpu,
@@ -264,6 +265,8 @@ def main(argv=None) -> int:
         t = time.monotonic()
         results[name] = BENCHES[name](cfg)
         results.setdefault("seconds", {})[name] = round(time.monotonic() - t, 1)
+        results.setdefault("quiet", {})[name] = dict(QUIET)
+        QUIET.update(runs=0, busy=0)
         results_path.write_text(json.dumps(results, indent=1, default=str))
     # The time of every benchmark whose figures the report shows, --only or not.
     results["wallSeconds"] = round(sum(results["seconds"].values()), 1)
