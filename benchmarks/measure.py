@@ -59,15 +59,22 @@ def sleep_sampling(seconds: float, procs) -> None:
 
 # Runs started, and those before which the machine stayed busy (other work) for the
 # whole wait: the report says the figures come from a shared machine.
-QUIET = {"runs": 0, "busy": 0}
+# "load": the machine's CPU use (percent of all cores) just before each run, when
+# none of ours is running: other work.
+QUIET: dict = {"runs": 0, "busy": 0, "load": []}
 
 
 def wait_quiet(max_wait: float = 10.0, threshold: float = 25.0) -> None:
     """Wait (bounded) until the machine is mostly idle: other work skews CPU figures."""
     QUIET["runs"] += 1
     deadline = time.monotonic() + max_wait
+    first = True
     while time.monotonic() < deadline:
-        if psutil.cpu_percent(interval=0.3) < threshold:
+        load = psutil.cpu_percent(interval=0.3)
+        if first:
+            QUIET["load"].append(round(load, 1))
+            first = False
+        if load < threshold:
             return
     QUIET["busy"] += 1
 

@@ -142,7 +142,7 @@ def cpu_section(w, cpu: dict) -> None:
             runs = block["runs"]
             n1, n2 = block["frames"]
             w(
-                f"| {size}×{size} | {block['rate']} fps | {n1} / {n2} | {cell(runs, OURS)} | "
+                f"| {size}×{size} | {block['rate']:g} fps | {n1} / {n2} | {cell(runs, OURS)} | "
                 f"{cell(runs, OURS_NOOC)} | {cell(runs, OURS_RQS)} | {cell(runs, REF)} | "
                 f"{cell(runs, FLOOR)} | {cell(runs, FLOOR_PUB)} | "
                 f"**{ratio_cell(runs, OURS, REF)}** | {ratio_cell(runs, OURS_NOOC, FLOOR)} | "
@@ -210,14 +210,16 @@ def work_section(w, work: dict, lossless_row) -> None:
     a point's lossless searches)."""
     w("## 6. A processor that does work\n")
     w(
-        f"Processor: {work.get('processor', 'moving average')} "
-        "(`tests/interop/pvapy_processors/movingAverageProcessor.py`, written against "
-        "the reference's user API, so both run the same file): each frame is read as a "
-        "numpy array (`reshapeNtNdArray`), the average of the last 3 frames computed "
-        "(int64 sums, float64 result) and published as a new NTNDArray on the output "
-        "channel. Source: our simulator, evenly paced, uint8 frames. CPU per frame is "
-        "marginal as in 1 (µs, median (lowest–highest) over the repeats); the lossless "
-        "rate is searched as in 2.\n"
+        "A moving average of the last 3 frames: each frame is read as a numpy array, "
+        "summed as int64 with the two before it, averaged as float64 and published as a "
+        "new NTNDArray on the output channel. The reference runs a processor file "
+        "written against its user API "
+        "(`tests/interop/pvapy_processors/movingAverageProcessor.py`, pixels read with "
+        "its `reshapeNtNdArray`); ours runs the same computation on pvhpc's "
+        "`AdImageProcessor` (`benchmarks/moving_average.py`, pixels read with "
+        "`get_image`). Source: our simulator, evenly paced, uint8 frames. CPU per frame "
+        "is marginal as in 1 (µs, median (lowest–highest) over the repeats); the "
+        "lossless rate is searched as in 2.\n"
     )
     w("| frame | rate | ours µs | reference µs | ours/reference | lossless fps ours | reference |")
     w("|---|---|---|---|---|---|---|")
@@ -234,9 +236,9 @@ def work_section(w, work: dict, lossless_row) -> None:
         )
     w("")
     w(
-        "Getting the pixels out costs no copy on our side: `reshapeNtNdArray` returns "
-        "a read-only numpy view of the array pvaccess hands the callback; the copies "
-        "are the processor's own (`astype(int64)`, the float64 average) and the output "
+        "Getting the pixels out costs no copy on our side: `get_image` returns a "
+        "read-only numpy view of the array pvaccess hands the callback; the copies are "
+        "the processor's own (`astype(int64)`, the float64 average) and the output "
         "object's.\n"
     )
 

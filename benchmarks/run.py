@@ -1,7 +1,7 @@
 """Side-by-side benchmarks of pvhpc against the reference (PvaPy's streaming framework).
 
-    .venv/bin/python benchmarks/run.py            # everything, about 20 minutes (make bench)
-    .venv/bin/python benchmarks/run.py --quick    # smoke run, about 3 minutes
+    .venv/bin/python benchmarks/run.py            # everything, about 70 minutes (make bench)
+    .venv/bin/python benchmarks/run.py --quick    # smoke run, about 10 minutes
     .venv/bin/python benchmarks/run.py --only cpu,lossless
 
 Every benchmark process runs with the loopback EPICS settings of
@@ -18,14 +18,26 @@ and leaves the docs alone. Every process's output is kept in ``out/bench/``.
 
 Measurements (see ``docs/benchmarks.md`` for the method in words):
 
-1. ``cpu``: consumer CPU per 1000 frames, marginal over two stream lengths, beside
-   the transport floor (``floor.py``, a bare monitor that counts).
+1. ``cpu`` (the headline): consumer CPU per frame, marginal over two stream lengths,
+   one consumer alone at a time, ours (with and without ``-oc``, with ``-rqs``), the
+   reference and the floors (``floor.py``, a bare monitor that counts;
+   ``floor_republish.py``, one that republishes each object) alternating, on an evenly
+   paced source (our simulator, and the reference's), then once more in bursts.
+   ``together``: the secondary view, three consumers on one stream.
 2. ``lossless``: highest lossless frame rate, one consumer per frame size, and 2 and 4
    consumers sharing the distributor.
 3. ``sim``: the simulators' achieved rate and CPU at 128x128.
 4. ``collector``: a collector behind 4 producers (``producers.py``): highest lossless
    rate, CPU per frame, memory; and memory per consumer from 1 and 2.
 5. ``latency``: source timestamp -> arrival on the consumer's output channel.
+6. ``work``: a processor that does work (moving average of 3 frames): CPU per frame
+   and highest lossless rate, ours (``moving_average.py``) against the reference (its
+   processor file in ``tests/interop/pvapy_processors/``).
+
+The modules: ``commands.py`` (what is run, how its statistics are read),
+``measure.py`` (one measured run), ``scenarios.py`` (the benchmarks), ``report.py``
+and ``report_cpu.py`` (the document), ``harness.py`` (the process class every
+benchmark script shares).
 """
 
 from __future__ import annotations
@@ -84,12 +96,18 @@ def machine() -> dict:
 
 
 def write_report(results: dict, cfg, docs: Path) -> None:
-    from report import plot, render
+    from report import render
+    from report_more import plot
 
     md, plot_data = render(results, cfg)
     docs.mkdir(parents=True, exist_ok=True)
     (docs / "benchmarks.md").write_text(md)
     if plot_data and plot_data.get("sizes"):
+        try:
+            import matplotlib  # noqa: F401 - the bench extra
+        except ImportError:
+            log("matplotlib is not installed (pip install -e '.[bench]'): plot not redrawn")
+            return
         (docs / "img").mkdir(parents=True, exist_ok=True)
         plot(plot_data, docs / "img" / "lossless_rate.png")
 
@@ -266,7 +284,7 @@ def main(argv=None) -> int:
         results[name] = BENCHES[name](cfg)
         results.setdefault("seconds", {})[name] = round(time.monotonic() - t, 1)
         results.setdefault("quiet", {})[name] = dict(QUIET)
-        QUIET.update(runs=0, busy=0)
+        QUIET.update(runs=0, busy=0, load=[])
         results_path.write_text(json.dumps(results, indent=1, default=str))
     # The time of every benchmark whose figures the report shows, --only or not.
     results["wallSeconds"] = round(sum(results["seconds"].values()), 1)
