@@ -26,6 +26,9 @@ LOOPBACK_ENV = ROOT.parent / "shared" / "epics-loopback.env"
 OURS, REF, FLOOR, OURS_NOLAT = "ours", "reference", "floor", "ours-nolatency"
 # Our consumer without an output channel, and the floor that republishes each object.
 OURS_NOOC, FLOOR_PUB = "ours-no-oc", "floor-republish"
+# An experiment: pvaccess's queueing monitor drained by a Python thread (floor_queue.py).
+FLOOR_QUEUE = "floor-queue"
+FLOORS = (FLOOR, FLOOR_PUB, FLOOR_QUEUE)
 # Our consumer with a receiver queue (a processing thread takes the frames), its size.
 OURS_RQS, RQS = "ours-rqs", 1000
 REF_CONSUMER = [PY, "-c", "from pvapy.cli.hpcConsumer import main; main()"]
@@ -154,11 +157,14 @@ def consumer_cmd(
 ) -> list:
     """The command of consumer variant ``impl``; ``processor``: the arguments naming
     another processor than the passthrough (ours and the reference take the same)."""
-    if impl in (FLOOR, FLOOR_PUB):
-        extra = ["-oc", f"{tag}:1:out"] if impl == FLOOR_PUB else []
+    if impl in (FLOOR, FLOOR_PUB, FLOOR_QUEUE):
+        extra = [] if impl == FLOOR else ["-oc", f"{tag}:1:out"]
+        if impl == FLOOR_QUEUE:
+            extra += ["-rqs", str(RQS)]
+        script = {FLOOR: "floor.py", FLOOR_PUB: "floor_republish.py"}.get(impl, "floor_queue.py")
         return [
             PY,
-            str(BENCH / ("floor.py" if impl == FLOOR else "floor_republish.py")),
+            str(BENCH / script),
             *extra,
             "-ic",
             channel,
@@ -263,7 +269,7 @@ def summarize(per_id: dict[int, dict]) -> dict:
 
 def consumer_stats(impl: str, text: str) -> dict:
     """A consumer set's final counts from its output, in one shape for every impl."""
-    if impl in (FLOOR, FLOOR_PUB):
+    if impl in FLOORS:
         res = _last_json(text)
         return {
             "processed": res.get("nCounted", 0),

@@ -13,8 +13,7 @@ from commands import (
     BENCH,
     ENV,
     EVEN,
-    FLOOR,
-    FLOOR_PUB,
+    FLOORS,
     LADDER,
     LOGDIR,
     OUR_CMD,
@@ -199,12 +198,12 @@ def stream_run(
             run.stats["probeP99"] = res.get("latencyP99")
             run.stats["probeN"] = res.get("nCounted")
         s = run.stats
-        run.ok = impl in (FLOOR, FLOOR_PUB) or s.get("nStages", 0) == n_consumers
+        run.ok = impl in FLOORS or s.get("nStages", 0) == n_consumers
         run.lossless = run.ok and lossless(s, run.sent)
         # A consumer that connected after the first frame did not see the whole stream.
         run.late_start = (
             not run.lossless
-            and impl not in (FLOOR, FLOOR_PUB)
+            and impl not in FLOORS
             and bool(s.get("firstIds"))
             and s["firstIds"][0] > 1
             and s["missed"] == 0
@@ -267,8 +266,7 @@ def together_run(impls: list, size: int, rate: float, n_frames: int, drain: floa
             stats = consumer_stats(impl, p.text())
             out["impls"][impl] = {
                 "cpu": end[impl] - idle[impl],
-                "lossless": (impl in (FLOOR, FLOOR_PUB) or stats.get("nStages") == 1)
-                and lossless(stats, sent),
+                "lossless": (impl in FLOORS or stats.get("nStages") == 1) and lossless(stats, sent),
             }
         return out
     finally:
