@@ -8,6 +8,7 @@ import statistics
 
 OURS, REF, FLOOR, OURS_NOLAT = "ours", "reference", "floor", "ours-nolatency"
 OURS_NOOC, OURS_RQS, FLOOR_PUB = "ours-no-oc", "ours-rqs", "floor-republish"
+FLOOR_QUEUE = "floor-queue"
 EVEN, BURST = "even", "burst"
 SOURCE_NAMES = {
     EVEN: "pvhpc simulator, evenly paced (default)",
@@ -116,7 +117,10 @@ def cpu_section(w, cpu: dict) -> None:
         "monitor that counts and puts each object on a `PvaServer` record, the limit of "
         "a consumer with `-oc`. *ours* has `-oc`; *ours, no -oc* has none; *ours -rqs* "
         "is ours with `-oc` and a receiver queue (frames handed to a processing thread "
-        "in batches); the reference has `-oc`.\n"
+        "in batches); the reference has `-oc`. *Queueing floor* (`floor_queue.py`, "
+        "evenly paced source only): pvaccess's own queueing monitor (`qMonitor` into a "
+        "`PvObjectQueue`) drained by a Python thread that republishes, what a receiver "
+        "queue costs when the monitor thread never enters Python.\n"
     )
     for source in (EVEN, REF, BURST):
         blocks = sources.get(source)
@@ -154,6 +158,13 @@ def cpu_section(w, cpu: dict) -> None:
                     "| | | | | | | | | |"
                 )
         w("")
+        for size, block in blocks.items():
+            runs = block["runs"]
+            if runs.get(FLOOR_QUEUE):
+                w(
+                    f"Queueing floor at {size}×{size}: {cell(runs, FLOOR_QUEUE)} µs per frame; "
+                    f"ours -rqs / queueing floor: {ratio_cell(runs, OURS_RQS, FLOOR_QUEUE)}.\n"
+                )
         n_reps = {
             f"{size}×{size}": min((len(r) for r in b["runs"].values()), default=0)
             for size, b in blocks.items()

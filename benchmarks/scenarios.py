@@ -10,6 +10,7 @@ from commands import (
     EVEN,
     FLOOR,
     FLOOR_PUB,
+    FLOOR_QUEUE,
     OURS,
     OURS_NOLAT,
     OURS_NOOC,
@@ -99,6 +100,9 @@ def bench_cpu(cfg) -> dict:
         blocks = {}
         for size, rate, n1, n2 in cfg.cpu_points:
             variants = list(CPU_VARIANTS)
+            if source == EVEN:
+                # The limit of a receiver queue: pvaccess's own queueing monitor.
+                variants.append(FLOOR_QUEUE)
             if size == 128 and cfg.nolatency and source == EVEN:
                 variants.append(OURS_NOLAT)
             blocks[str(size)] = cpu_block("cpu", size, rate, n1, n2, variants, repeats, source)
