@@ -113,15 +113,19 @@ def thread_pinner():
     return pinned, pin
 
 
-def watch(args, on_update, count: list, stop: threading.Event) -> dict:
-    """Monitor ``args.input_channel`` with ``on_update`` until ``args.runtime`` passed
-    or ``stop`` is set; the counts and arrival times (``count[0]`` is the callback's
-    count). Shared by the republishing floor (``floor_republish.py``)."""
+def watch(args, on_update, count: list, stop: threading.Event, queue=None) -> dict:
+    """Monitor ``args.input_channel`` with ``on_update`` (or, given a
+    ``pvaccess.PvObjectQueue``, into that queue) until ``args.runtime`` passed or
+    ``stop`` is set; the counts and arrival times (``count[0]`` is the count of what
+    was handled). Shared by the other floors (``floor_republish.py``, ``floor_queue.py``)."""
     request = "field()"
     if args.server_queue_size > 0:
         request = f"record[queueSize={args.server_queue_size}]field()"
     channel = pva.Channel(args.input_channel, pva.PVA)
-    channel.monitor(on_update, request)
+    if queue is not None:
+        channel.qMonitor(queue, request)
+    else:
+        channel.monitor(on_update, request)
 
     # Arrival times of the first and last counted update, without touching the
     # callback: a watcher notes when the count changes (``--resolution``).

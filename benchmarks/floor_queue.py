@@ -15,10 +15,9 @@ import json
 import signal
 import sys
 import threading
-import time
 
 import pvaccess as pva
-from floor import make_parser
+from floor import make_parser, watch
 
 
 def main(argv=None) -> int:
@@ -53,36 +52,14 @@ def main(argv=None) -> int:
 
     thread = threading.Thread(target=processing, daemon=True)
     thread.start()
-    request = "field()"
-    if args.server_queue_size > 0:
-        request = f"record[queueSize={args.server_queue_size}]field()"
-    channel = pva.Channel(args.input_channel, pva.PVA)
-    channel.qMonitor(queue, request)
-    first_time = last_time = 0.0
-    last_seen = 0
-    deadline = time.monotonic() + args.runtime
-    while not stop.is_set() and time.monotonic() < deadline:
-        stop.wait(args.resolution)
-        n = count[0]
-        if n != last_seen:
-            t = time.time()
-            if last_seen <= args.skip < n and not first_time:
-                first_time = t
-            last_seen, last_time = n, t
-    channel.stopMonitor()
+    result = watch(args, None, count, stop, queue=queue)
     stop.set()
     thread.join(5)
-    counters = queue.getCounters()
-    n = count[0]
-    result = {
-        "nReceived": n,
-        "nCounted": max(0, n - args.skip),
-        "firstTime": first_time,
-        "lastTime": last_time,
-        "nOverruns": int(channel.getMonitorCounters().get("nOverruns", 0)),
-        "nRejected": int(counters.get("nRejected", 0)),
-        "nPublished": n,
-    }
+    # What the queue still held when the monitor stopped is counted too.
+    result["nReceived"] = count[0]
+    result["nCounted"] = max(0, count[0] - args.skip)
+    result["nRejected"] = int(queue.getCounters().get("nRejected", 0))
+    result["nPublished"] = count[0]
     sys.stdout.write(json.dumps(result) + "\n")
     sys.stdout.flush()
     return 0
