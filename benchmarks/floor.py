@@ -24,8 +24,9 @@ import time
 import pvaccess as pva
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def make_parser(description: str) -> argparse.ArgumentParser:
+    """The options of both floors."""
+    p = argparse.ArgumentParser(description=description)
     p.add_argument("-ic", "--input-channel", required=True)
     p.add_argument("-sqs", "--server-queue-size", type=int, default=0)
     p.add_argument("-rt", "--runtime", type=float, default=60.0)
@@ -34,12 +35,17 @@ def main(argv=None) -> int:
     p.add_argument(
         "--pin",
         action="store_true",
-        help="experiment: keep the monitor thread's Python thread state between callbacks",
+        help="keep the monitor thread's Python thread state between callbacks, as "
+        "pvhpc's receiver does (the floors of the consumer benchmarks use it)",
     )
     p.add_argument(
         "--resolution", type=float, default=0.005, help="arrival-time resolution, s [0.005]"
     )
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv=None) -> int:
+    args = make_parser(__doc__.splitlines()[0]).parse_args(argv)
 
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -64,29 +70,62 @@ def main(argv=None) -> int:
             arr_append(t)
 
     elif args.pin:
-        import ctypes
-
-        ensure = ctypes.pythonapi.PyGILState_Ensure
-        pinned = set()
+        pinned, pin = thread_pinner()
         get_ident = threading.get_ident
 
         def on_update(pv):
             count[0] += 1
-            ident = get_ident()
-            if ident not in pinned:
-                pinned.add(ident)
-                ensure()
+            if get_ident() not in pinned:
+                pin()
 
     else:
 
         def on_update(pv):
             count[0] += 1
 
+    result = watch(args, on_update, count, stop)
+    if args.latency:
+        lat = sorted(stamps[args.skip :])
+        arr = arrivals[args.skip :]
+        if arr:
+            result["firstTime"], result["lastTime"] = arr[0], arr[-1]
+        result["latencyP50"] = lat[len(lat) // 2] if lat else 0.0
+        result["latencyP99"] = lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else 0.0
+    sys.stdout.write(json.dumps(result) + "\n")
+    sys.stdout.flush()
+    return 0
+
+
+def thread_pinner():
+    """``(pinned, pin)``: ``pin()``, called in a pvaccess callback, keeps that thread's
+    Python thread state for good (one extra ``PyGILState_Ensure``); ``pinned`` holds
+    the threads done. Without it every callback creates and deletes a thread state."""
+    import ctypes
+
+    ensure = ctypes.pythonapi.PyGILState_Ensure
+    ensure.restype, ensure.argtypes = ctypes.c_int, []
+    pinned: set = set()
+
+    def pin():
+        pinned.add(threading.get_ident())
+        ensure()
+
+    return pinned, pin
+
+
+def watch(args, on_update, count: list, stop: threading.Event, queue=None) -> dict:
+    """Monitor ``args.input_channel`` with ``on_update`` (or, given a
+    ``pvaccess.PvObjectQueue``, into that queue) until ``args.runtime`` passed or
+    ``stop`` is set; the counts and arrival times (``count[0]`` is the count of what
+    was handled). Shared by the other floors (``floor_republish.py``, ``floor_queue.py``)."""
     request = "field()"
     if args.server_queue_size > 0:
         request = f"record[queueSize={args.server_queue_size}]field()"
     channel = pva.Channel(args.input_channel, pva.PVA)
-    channel.monitor(on_update, request)
+    if queue is not None:
+        channel.qMonitor(queue, request)
+    else:
+        channel.monitor(on_update, request)
 
     # Arrival times of the first and last counted update, without touching the
     # callback: a watcher notes when the count changes (``--resolution``).
@@ -117,16 +156,7 @@ def main(argv=None) -> int:
         "lastTime": last_time,
         "nOverruns": overruns,
     }
-    if args.latency:
-        lat = sorted(stamps[args.skip :])
-        arr = arrivals[args.skip :]
-        if arr:
-            result["firstTime"], result["lastTime"] = arr[0], arr[-1]
-        result["latencyP50"] = lat[len(lat) // 2] if lat else 0.0
-        result["latencyP99"] = lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else 0.0
-    sys.stdout.write(json.dumps(result) + "\n")
-    sys.stdout.flush()
-    return 0
+    return result
 
 
 if __name__ == "__main__":

@@ -6,7 +6,15 @@ Used by ``benchmarks/run.py`` (also alone: ``run.py --report-only``).
 from __future__ import annotations
 
 import statistics
-from pathlib import Path
+
+from report_cpu import (
+    cpu_section,
+    profile_section,
+    target_rows,
+    together_section,
+    work_section,
+)
+from report_more import latency_section, sim_section
 
 OURS, REF, FLOOR, OURS_NOLAT = "ours", "reference", "floor", "ours-nolatency"
 
@@ -58,8 +66,8 @@ def render(results: dict, cfg) -> tuple[str, dict]:
         "on one machine, same source, runs alternating between the two and repeated. "
         "Tables give medians; **ratio** is the median of the per-repeat ratios "
         "ours/reference (below 1 is better for CPU and latency, above 1 for rates). "
-        "Regenerate with `make bench` (about 25 minutes) or "
-        "`.venv/bin/python benchmarks/run.py --quick` (about 3 minutes, fewer points); "
+        "Regenerate with `make bench` (about 70 minutes) or "
+        "`.venv/bin/python benchmarks/run.py --quick` (about 10 minutes, fewer points and one repeat); "
         "`benchmarks/results.json` holds every raw number.\n"
     )
     w("## Machine\n")
@@ -83,33 +91,50 @@ def render(results: dict, cfg) -> tuple[str, dict]:
         "machine disturbs CPU figures; the harness waits (at most 10 s) for the CPUs to be "
         "mostly idle before each run, and repeats.\n"
     )
+    quiet = results.get("quiet") or {}
+    n_runs = sum(q.get("runs", 0) for q in quiet.values())
+    n_busy = sum(q.get("busy", 0) for q in quiet.values())
+    loads = [v for q in quiet.values() for v in q.get("load", [])]
+    other = med(loads)
+    if n_runs and (n_busy / n_runs > 0.05 or (other is not None and other > 10)):
+        w(
+            f"**These figures are from a shared machine**: just before each run, with "
+            f"none of the benchmark's processes running, other work used {f(other, '.0f')} % "
+            f"of the CPUs (median over {len(loads)} runs, up to {f(max(loads), '.0f')} %)"
+            + (
+                f", and before {n_busy} of {n_runs} runs it was still busy after the 10 s wait"
+                if n_busy
+                else ""
+            )
+            + ". Medians and spreads over the repeats are given for that reason; take "
+            "final numbers on a quiet machine.\n"
+        )
 
     _summary_section(w, results)
     if "cpu" in results:
-        _cpu_section(w, results["cpu"])
+        cpu_section(w, results["cpu"])
     if "together" in results:
-        _together_section(w, results["together"])
+        together_section(w, results["together"])
     plot_data = {}
     if "lossless" in results:
         plot_data = _lossless_section(w, results["lossless"])
     if "sim" in results:
-        _sim_section(w, results["sim"])
+        sim_section(w, results["sim"])
     if "collector" in results or "cpu" in results or "lossless" in results:
         _collector_memory_section(w, results)
     if "latency" in results:
-        _latency_section(w, results["latency"])
-    _profile_section(w)
+        latency_section(w, results["latency"])
+    if "work" in results:
+        work_section(w, results["work"], _lossless_row)
+    profile_section(w)
     _method_section(w, cfg)
     return "\n".join(out) + "\n", plot_data
 
 
 def _summary_section(w, results: dict) -> None:
     """The issue's targets, each with the measured figure and whether it is met."""
-    rows = []
-    for key, what in (
-        ("cpu", "consumer CPU per frame, {0}×{0}, ours/reference"),
-        ("together", "the same, {0}×{0}, both on one stream at once"),
-    ):
+    rows = target_rows(results.get("cpu") or {})
+    for key, what in (("together", "ours/reference, {0}×{0}, three on one stream (secondary)"),):
         for size, block in (results.get(key) or {}).items():
             limit = CPU_TARGETS.get(size)
             if limit is None:
@@ -173,67 +198,6 @@ def _summary_section(w, results: dict) -> None:
     w("|---|---|---|---|")
     for name, wanted, got, met in rows:
         w(f"| {name} | {wanted} | {got} | {'yes' if met else '**no**'} |")
-    w("")
-
-
-def _cpu_table(w, blocks: dict, last_header: str, last_cell) -> None:
-    """A table of marginal CPU per frame, one row per frame size, with one column of
-    the caller's (``last_cell(runs)``) at the end."""
-    w(
-        "| frame | rate | frames | ours ms | reference ms | floor ms | ours/reference | "
-        f"floor/reference | {last_header} |"
-    )
-    w("|---|---|---|---|---|---|---|---|---|")
-    for size, block in blocks.items():
-        runs = block["runs"]
-        n1, n2 = block["frames"]
-        w(
-            f"| {size}×{size} | {block['rate']} fps | {n1} / {n2} | "
-            f"{f(_marginal(runs, OURS))} | {f(_marginal(runs, REF))} | "
-            f"{f(_marginal(runs, FLOOR))} | **{f(_marginal_ratio(runs, OURS, REF), '.2f')}** | "
-            f"{f(_marginal_ratio(runs, FLOOR, REF), '.2f')} | {last_cell(runs)} |"
-        )
-    w("")
-
-
-def _cpu_section(w, cpu: dict) -> None:
-    w("## 1. Consumer CPU per 1000 frames\n")
-    w(
-        "Passthrough processor with an output channel (`-oc`), server queue (`-sqs`), our "
-        "simulator as source, at a rate both consumers hold without loss. CPU of the "
-        "consumer's whole process tree, from the kernel's per-thread counters, "
-        "between the idle moment before the first frame and the end of the stream; "
-        "**marginal**: two stream lengths, difference of CPU over difference of frames, so "
-        "start-up and shutdown cancel. *Floor*: a bare `pvaccess.Channel` monitor whose "
-        "callback only counts (`benchmarks/floor.py`), the cost of the transport alone "
-        "as a plain Python client pays it.\n"
-    )
-    _cpu_table(w, cpu, "ours, latency off ms", lambda runs: f(_marginal(runs, OURS_NOLAT)))
-    big = cpu.get("1024")
-    if big:
-        runs = big["runs"]
-        r_floor = _marginal_ratio(runs, FLOOR, REF)
-        spread = {
-            impl: (min(x["marginal"] for x in rs), max(x["marginal"] for x in rs))
-            for impl, rs in runs.items()
-            if rs
-        }
-        w(
-            "At 1024×1024 the copy of a megabyte per frame (kernel to pvAccess to the "
-            f"array) is most of the cost for any client: the floor is already "
-            f"{f(r_floor, '.2f')} of the reference there, so a ratio of 0.85 means "
-            "doing better than a bare monitor. The figures at this size vary much more "
-            "from repeat to repeat than at 128×128 ("
-            + "; ".join(f"{k} {lo:.0f}–{hi:.0f}" for k, (lo, hi) in spread.items())
-            + " µs per frame here), by more than the implementations differ, so three "
-            "repeats do not settle the ratio at this size.\n"
-        )
-    w("Per repeat (ms per 1000 frames, marginal):\n")
-    for size, block in cpu.items():
-        parts = []
-        for impl, runs in block["runs"].items():
-            parts.append(f"{impl} " + ", ".join(f"{r['marginal']:.1f}" for r in runs))
-        w(f"- {size}×{size}: " + "; ".join(parts))
     w("")
 
 
@@ -367,81 +331,6 @@ def _lossless_row(reps: list) -> dict:
     }
 
 
-def _sim_section(w, sim: dict) -> None:
-    w("## 3. Simulator rate accuracy\n")
-    w(
-        "Each simulator serving 128×128 uint8 frames to one bare monitor (server queue "
-        "5000). *Measured*: frames counted by the monitor over the time between the "
-        "first and the last arrival; *reported*: the simulator's own final figure. CPU: "
-        "the simulator process over the same span, every thread (its server threads, "
-        "and threads that ended meanwhile: the reference publishes from short-lived "
-        "threads).\n"
-    )
-    w(
-        "| requested | ours measured | error | ours CPU | reference measured | error | "
-        "reference CPU | CPU ours/reference |"
-    )
-    w("|---|---|---|---|---|---|---|---|")
-    rates = sorted({int(r) for impl in sim.values() for r in impl}, key=int)
-    for rate in rates:
-        row = {}
-        for impl in (OURS, REF):
-            runs = [r for r in sim.get(impl, {}).get(str(rate), []) if "measured" in r]
-            row[impl] = {
-                "measured": med(r["measured"] for r in runs),
-                "cpu": med(r["cpuPercent"] for r in runs),
-                "reported": med(r["reported"] for r in runs),
-            }
-        o, r = row[OURS], row[REF]
-
-        def err(x, rate=rate):
-            return "—" if x is None else f"{(x - rate) / rate:+.2%}"
-
-        w(
-            f"| {rate} fps | {f(o['measured'], '.1f')} | {err(o['measured'])} | "
-            f"{f(o['cpu'], '.0f')} % | {f(r['measured'], '.1f')} | {err(r['measured'])} | "
-            f"{f(r['cpu'], '.0f')} % | **{f(ratio(o['cpu'], r['cpu']), '.2f')}** |"
-        )
-    w("")
-    cheaper = [
-        rate
-        for rate in rates
-        if (o := cpu_at(sim, OURS, rate)) is not None
-        and (r := cpu_at(sim, REF, rate)) is not None
-        and o < r
-    ]
-    w(
-        "Both simulators keep the rate where the machine allows; ours also at 10 kHz, "
-        "where the reference falls behind on this machine, and it gets further at 20 kHz. "
-        + (
-            "Ours uses less CPU than the reference at every rate. "
-            if cheaper == rates
-            else "Ours uses more CPU than the reference at every rate. "
-            if not cheaper
-            else "Ours uses less CPU than the reference at "
-            + ", ".join(f"{rate} fps" for rate in cheaper)
-            + " only. "
-        )
-        + "See the simulator's documentation for how ours paces and publishes.\n"
-    )
-    w(
-        "Reported by the simulators themselves (median): "
-        + "; ".join(
-            f"{rate} fps: ours "
-            f"{f(med(r.get('reported') for r in sim.get(OURS, {}).get(str(rate), [])), '.2f')}, "
-            f"reference "
-            f"{f(med(r.get('reported') for r in sim.get(REF, {}).get(str(rate), [])), '.2f')}"
-            for rate in rates
-        )
-        + ".\n"
-    )
-
-
-def cpu_at(sim: dict, impl: str, rate: int) -> float | None:
-    """Median CPU % of one simulator at one rate (None without a measured run)."""
-    return med(r["cpuPercent"] for r in sim.get(impl, {}).get(str(rate), []) if "measured" in r)
-
-
 def _collector_memory_section(w, results: dict) -> None:
     w("## 4. Collector throughput and memory\n")
     coll = results.get("collector")
@@ -482,7 +371,8 @@ def _collector_memory_section(w, results: dict) -> None:
     )
     w("| setting | ours MB | reference MB | ours/reference |")
     w("|---|---|---|---|")
-    for size, block in (results.get("cpu") or {}).items():
+    cpu_even = (results.get("cpu") or {}).get("sources", {}).get("even", {})
+    for size, block in cpu_even.items():
         rss = block.get("rss", {})
         o, r = med(rss.get(OURS, [])), med(rss.get(REF, []))
         fl = med(rss.get(FLOOR, []))
@@ -514,124 +404,6 @@ def _rate_text(v: dict) -> str:
     if not v:
         return "—"
     return ("≥ " if v.get("sourceLimited") else "") + f"{v['rate']:g}"
-
-
-def _latency_section(w, lat: dict) -> None:
-    w("## 5. Frame latency\n")
-    w(
-        "Source timestamp (set by the simulator when it publishes) to arrival of the "
-        "frame on the consumer's output channel, seen by a probe monitoring that channel "
-        "(`floor.py --latency`): the same path for both. Ours also reports source → "
-        "processed itself (`processorStats.latencyP50/latencyP99`, sampled at about 200 "
-        "frames per second on fast streams).\n"
-    )
-    w(
-        "| frame | rate | ours p50 ms | ours p99 ms | reference p50 ms | reference p99 ms | "
-        "p50 ours/reference | ours' own p50 / p99 ms |"
-    )
-    w("|---|---|---|---|---|---|---|---|")
-    for size, block in lat.items():
-        runs = block["runs"]
-
-        def m(impl, key, runs=runs):
-            v = med(r.get(key) for r in runs.get(impl, []))
-            return v * 1e3 if v is not None else None
-
-        ratios = [
-            a["probeP50"] / b["probeP50"]
-            for a, b in zip(runs.get(OURS, []), runs.get(REF, []))
-            if a.get("probeP50") and b.get("probeP50")
-        ]
-        w(
-            f"| {size}×{size} | {block['rate']} fps | {f(m(OURS, 'probeP50'))} | "
-            f"{f(m(OURS, 'probeP99'))} | {f(m(REF, 'probeP50'))} | {f(m(REF, 'probeP99'))} | "
-            f"**{f(med(ratios), '.2f')}** | {f(m(OURS, 'ownP50'))} / {f(m(OURS, 'ownP99'))} |"
-        )
-    w("")
-
-
-def _together_section(w, together: dict) -> None:
-    w("### The same, side by side on one stream\n")
-    w(
-        "Run after run, the CPU a megapixel frame costs moves with whatever else the "
-        "machine is doing, by more than the implementations differ. Here ours, the "
-        "reference and the floor consume **one** simulator stream at the same time, so "
-        "each repeat compares them under the same load (the source sends every frame "
-        "three times, so each costs more than in the table above). Marginal CPU as "
-        "above: two stream lengths per repeat.\n"
-    )
-    _cpu_table(w, together, "ours/floor", lambda runs: f(_marginal_ratio(runs, OURS, FLOOR), ".2f"))
-    for size, block in together.items():
-        runs = block["runs"]
-        each = _paired_ratios(runs.get(OURS, []), runs.get(REF, []), "marginal")
-        w(
-            f"Ours/reference in each repeat at {size}×{size}: "
-            + ", ".join(f"{x:.2f}" for x in each)
-            + ".\n"
-        )
-    w(
-        "What is left between ours and the floor at this size is one more copy of the "
-        "frame: the output record still holds the previous frame's pixels when pvAccess "
-        "deserializes the next one into the same buffer, so pvData copies the old "
-        "contents to a fresh buffer first (inside `PVValueArray::deserialize`, seen with "
-        "`perf record --call-graph dwarf`). Any client that republishes or keeps a frame "
-        "pays it; the reference too. Measured by hand the same way (2026-12-03, three "
-        "repeats, 1024×1024 at 400 fps): ours without an output channel 261, 303, 307 µs "
-        "per frame against the floor's 276, 309, 308 in the same runs. The callback's "
-        "object is pvaccess's own copy of pvAccess's buffer structure, so emptying its "
-        "array after publishing does not spare the copy (a bare monitor that publishes "
-        "and then empties it cost as much as one that only publishes), and glibc's "
-        "allocation thresholds do not move it either.\n"
-    )
-
-
-def _profile_section(w) -> None:
-    w("## Where a consumer's time goes\n")
-    w(
-        "Profiled while streaming 128×128 frames at 5–10 kHz (`perf record -g` for the "
-        "native side, `py-spy record` for the Python side):\n"
-    )
-    w(
-        "- Most of the CPU is the transport: the kernel copying from the socket and "
-        "pvAccess deserializing the structure (`PVStructure::deserialize`). That is "
-        "the *floor* column; at 1024×1024 the copy of the pixels dominates everything."
-    )
-    w(
-        "- pvaccess runs monitor callbacks on its own C++ receive thread through the "
-        "GIL-state API. Left alone, every callback creates a Python thread state and "
-        "deletes it on return; the first Python call then maps a fresh frame stack "
-        "(`_PyThreadState_BumpFramePointerSlow` → `mmap`, then `munmap`, page faults): "
-        "about 20 µs per frame, as much as the rest of a counting callback. pvhpc's "
-        "receiver keeps the thread's state for the life of the thread (one extra "
-        "`PyGILState_Ensure` on its first callback), which is why our consumer, doing "
-        "real work, costs about what the bare monitor does (the floor pays that toll; "
-        "`floor.py --pin` shows the floor without it)."
-    )
-    w(
-        "- Republishing on the output channel (`PvaServer.update`: the record copies "
-        "the structure and shares the pixel buffer, so the next update cannot reuse "
-        "it) costs 15–20 µs per frame on an idle machine, up to 80 µs when the "
-        "machine's caches are shared with other busy processes (the side-by-side "
-        "table); the reference pays the same."
-    )
-    w(
-        "- Because of that sharing, every megapixel update makes pvAccess allocate a "
-        "fresh pixel buffer and free an old one. With glibc's default thresholds such "
-        "buffers are mapped and unmapped (or the heap is trimmed) each time, and every "
-        "frame pays for new pages: at 1024×1024 and 800 fps our consumer measured "
-        "239–389 µs per frame against the bare monitor's 215–259, varying from run "
-        "to run. Consumers and collectors now ask glibc to keep such buffers "
-        "(`mallopt`: mmap threshold 64 MiB, trim threshold 256 MiB); the same "
-        "comparison then gave 224–238 µs against 187–249."
-    )
-    w(
-        "- The Python of our hot path (count, read the id, missed-frame bookkeeping, "
-        "the processor call, timing) is a few µs; py-spy sees the receive thread "
-        "inside Python for under 5 % of its samples. Reading a frame's timestamp for "
-        "the latency figures was the largest part, so fast streams are sampled at "
-        "about 200 frames per second (the *latency off* column shows what is left)."
-    )
-    w("")
 
 
 def _method_section(w, cfg) -> None:
@@ -669,7 +441,9 @@ def _method_section(w, cfg) -> None:
         "callback, `--skip-initial-updates 1`)."
     )
     w(
-        f"- Repeats: {cfg.repeats} for CPU and the simulator, {cfg.small_repeats} for "
+        f"- Repeats: {cfg.cpu_repeats} for consumer CPU on each evenly paced source "
+        f"({cfg.burst_repeats} with bursts), {cfg.work_repeats} for the work processor's "
+        f"CPU, {cfg.repeats} for the simulator, {cfg.small_repeats} for "
         f"latency and the collector's CPU; {cfg.search_repeats} "
         "searches per lossless point"
         + "".join(f", {n} at {k}×{k}" for k, n in cfg.search_repeats_at.items())
@@ -678,45 +452,3 @@ def _method_section(w, cfg) -> None:
         "a consumer that cannot keep up, since its backlog outgrows the queue)."
     )
     w("")
-
-
-def plot(data: dict, path: Path) -> None:
-    """Lossless rate against frame size, ours and the reference, log-log."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
-    sizes = data["sizes"]
-    pixels = [s * s for s in sizes]
-    for impl, key, colour, label in (
-        (OURS, "ours", "tab:blue", "pvhpc"),
-        (REF, "ref", "tab:orange", "reference (PvaPy)"),
-    ):
-        runs_key, limited = f"{key}Runs", data.get(f"{key}Limited") or [False] * len(sizes)
-        pts = [(p, v) for p, v in zip(pixels, data[impl]) if v]
-        if pts:
-            ax.plot(*zip(*pts), "-", color=colour, label=label)
-        for p, v, lim in zip(pixels, data[impl], limited):
-            if v:
-                # Open marker: the simulator was the limit, the rate a lower bound.
-                ax.plot(p, v, "o", color=colour, markerfacecolor="white" if lim else colour)
-        for p, runs in zip(pixels, data[runs_key]):
-            for v in runs:
-                if v:
-                    ax.plot(p, v, ".", color=colour, alpha=0.4)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xticks(pixels)
-    ax.set_xticklabels([f"{s}×{s}" for s in sizes])
-    ax.minorticks_off()
-    ax.set_xlabel("frame size (uint8)")
-    ax.set_ylabel("highest lossless rate, frames/s")
-    ax.set_title("One consumer, passthrough with output channel")
-    ax.grid(True, which="major", alpha=0.3)
-    ax.plot([], [], "o", color="grey", markerfacecolor="white", label="simulator-limited (≥)")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)

@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/simcpu.py -r 5000 -n 5 -s 4   # one rate, 5 repeats, 4 s each
     .venv/bin/python benchmarks/simcpu.py --base HEAD~3       # also ours as of a commit
 
-The same measurement as section 3 of ``benchmarks/run.py`` (``sim_run``): each
+The same measurement as section 3 of ``benchmarks/run.py`` (``measure.sim_run``): each
 simulator serves 128x128 uint8 frames to one bare monitor with a server queue; the
 CPU of the simulator process (all its threads) is taken over the span between the
 monitor's first and last arrival, and the rate is what the monitor counted over that
@@ -30,7 +30,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import run as bench  # noqa: E402 - the harness beside this file
+import commands as bench  # noqa: E402 - the benchmarks' commands, beside this file
+from measure import sim_run  # noqa: E402
+
+from harness import log  # noqa: E402
 
 BASE = "base"
 
@@ -88,10 +91,8 @@ def measure(impls, commands, rates, args, raw) -> None:
             for impl in impls if rep % 2 == 0 else impls[::-1]:
                 # Our simulator at another commit is measured as "ours" with another command.
                 bench.OUR_CMD = commands.get(impl, commands[bench.OURS])
-                r = bench.sim_run(
-                    bench.REF if impl == bench.REF else bench.OURS, rate, args.seconds
-                )
-                bench.log(
+                r = sim_run(bench.REF if impl == bench.REF else bench.OURS, rate, args.seconds)
+                log(
                     f"  {impl:9s} {rate:7g} fps #{rep + 1}: "
                     + (
                         r["error"]

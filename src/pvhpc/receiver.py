@@ -88,13 +88,18 @@ def id_getter(pv: Any, field: str) -> Callable[[Any], int]:
     Raises KeyError if the object has no such field, TypeError if it is not an
     integer scalar.
     """
+    method = _id_method(pv, field)
+    return lambda obj: method(obj, field)
+
+
+def _id_method(pv: Any, field: str) -> Callable[[Any, str], int]:
+    """The unbound typed getter (``PvObject.getInt``…) reading ``field`` of ``pv``."""
     ftype = _field_type(pv.getIntrospectionDict(), field)
     # An array ([type]) or a structure (dict) is no scalar (and not hashable).
     name = _TYPED_GETTERS.get(ftype) if isinstance(ftype, pva.ScalarType) else None
     if name is None:
         raise TypeError(f"object id field {field!r} is not an integer (it is {ftype})")
-    method = getattr(type(pv), name)
-    return lambda obj: method(obj, field)
+    return getattr(type(pv), name)
 
 
 def _field_type(intro: dict, field: str):
@@ -153,7 +158,9 @@ class Receiver:
         self.n_overruns_base = 0
         self.connected = False
         self.n_connects = 0
-        self._get_id: Callable[[Any], int] | None = None
+        # The typed getter of the id field, called as get_id(pv, oid_field): one call
+        # per frame, no Python frame of ours around it.
+        self._get_id: Callable[[Any, str], int] | None = None
         self._to_skip = self.skip_initial
         self._channel: Any = None
         # Each subscription (fresh channel) has its own generation; connection
@@ -458,7 +465,7 @@ class Receiver:
             return
         get_id = self._get_id
         try:
-            oid = get_id(pv) if get_id is not None else self._read_id(pv)
+            oid = get_id(pv, self.oid_field) if get_id is not None else self._read_id(pv)
         except Exception:
             # The getter was made for another structure (a source re-created with
             # another id type), or this object has no usable id.
@@ -474,8 +481,8 @@ class Receiver:
     def _read_id(self, pv: Any) -> int:
         """The id of ``pv`` by a getter made for its structure, kept for the next ones."""
         self._get_id = None
-        get_id = id_getter(pv, self.oid_field)
-        oid = get_id(pv)
+        get_id = _id_method(pv, self.oid_field)
+        oid = get_id(pv, self.oid_field)
         self._get_id = get_id
         return oid
 

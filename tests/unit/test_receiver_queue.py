@@ -171,3 +171,84 @@ def test_monitor_thread_and_processing_thread_at_once_lose_nothing_uncounted(max
     assert q.n_delivered + q.n_rejected == n
     if not max_length:
         assert q.n_rejected == 0
+
+
+def test_a_frame_after_a_pause_is_handed_over_at_once_the_next_ones_in_batches():
+    q = ReceiverQueue(0, batch_size=5, batch_delay=60)
+    q.put(0)  # the first frame (after a pause): no waiting
+    assert q.get_batch(0) == [0]
+    for i in range(1, 4):
+        q.put(i)
+    # 3 of a batch of 5 queued, the oldest far from 60 s: not yet.
+    assert q.get_batch(0.05) == []
+    assert q.n_queued == 3
+    q.put(4)
+    q.put(5)
+    assert q.get_batch(0) == [1, 2, 3, 4, 5]
+    assert (q.n_received, q.n_delivered, q.n_batches) == (6, 6, 2)
+
+
+def test_a_waiting_get_batch_wakes_when_the_batch_is_full():
+    q = ReceiverQueue(0, batch_size=3, batch_delay=60)
+    q.put(0)
+    assert q.get_batch(0) == [0]
+    getter = Getter(q, 30)
+    getter.start()
+    getter.waiting.wait(5)
+    q.put(1)
+    q.put(2)
+    q.put(3)
+    getter.join(10)
+    assert not getter.is_alive(), "get_batch did not return when the batch was full"
+    assert getter.batch == [1, 2, 3]
+
+
+def test_the_batch_delay_bounds_how_long_a_partial_batch_waits():
+    q = ReceiverQueue(0, batch_size=1000, batch_delay=0.1)
+    q.put(0)
+    assert q.get_batch(0) == [0]
+    q.put(1)
+    q.put(2)
+    # Returns once the oldest is 0.1 s old, long before its own 30 s.
+    getter = Getter(q, 30)
+    getter.start()
+    getter.join(10)
+    assert not getter.is_alive()
+    assert getter.batch == [1, 2]
+
+
+def test_a_partial_batch_is_drained_on_stop_and_counted():
+    q = ReceiverQueue(2, batch_size=100, batch_delay=60)
+    q.put(0)
+    assert q.get_batch(0) == [0]
+    assert q.put(1) and q.put(2) and not q.put(3)
+    q.wake()
+    assert q.get_batch(30) == []  # woken: the stop's last wait ends at once
+    assert q.get_batch(0, drain=True) == [1, 2]
+    assert (q.n_received, q.n_rejected, q.n_delivered, q.n_queued) == (4, 1, 3, 0)
+
+
+@pytest.mark.parametrize("max_length", [0, 50])
+def test_batched_hand_over_between_two_threads_loses_nothing_uncounted(max_length):
+    """A steady stream with small batches and delays: every accepted object arrives
+    once, in order, in fewer batches than objects."""
+    q = ReceiverQueue(max_length, batch_size=8, batch_delay=0.002)
+    n = 20_000
+    got: list = []
+    done = threading.Event()
+
+    def processing():
+        while not done.is_set():
+            got.extend(q.get_batch(0.2))
+        got.extend(q.get_batch(0, drain=True))
+
+    thread = threading.Thread(target=processing)
+    thread.start()
+    accepted = [i for i in range(n) if q.put(i)]
+    done.set()
+    q.wake()
+    thread.join(10)
+    assert not thread.is_alive()
+    assert got == accepted
+    assert q.n_delivered + q.n_rejected == q.n_received == n
+    assert q.n_batches < len(accepted)

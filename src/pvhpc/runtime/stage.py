@@ -22,6 +22,7 @@ import pvaccess as pva
 from ..channels import DataPublisher, StageServer, blank_of, pva_type_for
 from ..counting import IdRuns
 from ..errors import ProcessorError
+from ..processor import UserDataProcessor
 from ..receiver_queue import ReceiverQueue
 from .config import StageConfig
 from .control import ControlCommands
@@ -50,6 +51,8 @@ class Stage(ControlCommands):
         keep_frame_buffers()
         self.config = config
         self.processor = processor
+        #: What process_one calls per frame (see setup_processor).
+        self._process: Callable[[Any], Any] = processor.process
         self.logger = logger
         self.id_name = f"{config.kind}Id"
         self.server = StageServer(
@@ -112,7 +115,7 @@ class Stage(ControlCommands):
             self._new_epoch()
         self._last_oid = oid
         try:
-            self.processor.process(pv)
+            self._process(pv)
         except Exception as exc:  # noqa: BLE001 - user code; counted, the stream goes on
             self.n_process_errors += 1
             if self.id_runs is not None:
@@ -187,6 +190,7 @@ class Stage(ControlCommands):
         p.pvaServer = self.server.pva_server
         p.dataPublisher = self.publisher
         p.metadataQueueMap = {m.name: m.queue for m in self.metadata}
+        self._process = _passthrough_shortcut(p, self.publisher)
         if not cfg.output_channel:
             return
         declared = self._call_processor("getInputPvObjectType")
@@ -449,6 +453,22 @@ class Stage(ControlCommands):
             self.processor.resetStats()
         except Exception as exc:  # noqa: BLE001
             self.logger.error("processor resetStats() failed: %s", exc)
+
+
+def _passthrough_shortcut(processor: Any, publisher: DataPublisher) -> Callable[[Any], Any]:
+    """What to call per frame: the processor's ``process``, or, for the built-in
+    passthrough as it is (nothing overridden), the publisher directly (two Python
+    calls less per frame; the same effect)."""
+    base = UserDataProcessor
+    cls = type(processor)
+    untouched = (
+        cls.process is base.process
+        and cls.updateOutputChannel is base.updateOutputChannel
+        and "process" not in vars(processor)
+        and "updateOutputChannel" not in vars(processor)
+        and processor.dataPublisher is publisher
+    )
+    return publisher.updateOutputChannel if untouched else processor.process
 
 
 def _timestamp_reader(pv: Any):
