@@ -44,9 +44,10 @@ def build_parser(prog: str = PROG) -> Parser:
         "-cgt",
         "--collector-gap-timeout",
         type=_seconds,
-        default=5.0,
+        default=0.0,
         help="seconds a producer may send nothing while the others do before the "
-        "cache stops waiting for it (its ids count as missed); 0 waits for ever [5]",
+        "cache stops waiting for it (its ids count as missed); for a large "
+        "--collector-cache-size; 0: wait as the cache size allows [0]",
     )
     return p  # type: ignore[return-value]
 
