@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -301,3 +302,60 @@ def wait_accounted(
         interval=0.25,
     )
     return history[-1][1]
+
+
+def recording_consumer(
+    procs, prefix, tmp_path, *extra, name="consumer", processor_args=None, tag="c"
+):
+    """A consumer command on ``PREFIX:image`` with the recording processor (ids in
+    ``tmp_path/TAG-ids-<id>.json``), channels ``PREFIX:TAG:*:…``, JSON reports every 0.5 s."""
+    pa = {"outputFile": str(tmp_path / f"{tag}-ids-{{processorId}}.json")}
+    pa.update(processor_args or {})
+    return procs.start(
+        "consumer",
+        "-ic",
+        f"{prefix}:image",
+        "-oc",
+        f"{prefix}:{tag}:*:output",
+        "-sc",
+        f"{prefix}:{tag}:*:status",
+        "-cc",
+        f"{prefix}:{tag}:*:control",
+        "-pf",
+        RECORDING_PROCESSOR,
+        "-pc",
+        "RecordingProcessor",
+        "-pa",
+        json.dumps(pa),
+        "-rp",
+        "0.5",
+        "-rf",
+        "json",
+        *extra,
+        name=name,
+    )
+
+
+def simulator(procs, prefix, frames, fps, *extra, size=32, delay=4, name="sim"):
+    """The simulator; ``delay`` seconds between its channel appearing and frame 1."""
+    return procs.start(
+        "sim",
+        "-cn",
+        f"{prefix}:image",
+        "-nx",
+        size,
+        "-ny",
+        size,
+        "-fps",
+        fps,
+        "-rt",
+        frames / fps,
+        "-std",
+        delay,
+        "-shd",
+        "120",
+        "-rf",
+        "json",
+        *extra,
+        name=name,
+    )

@@ -23,7 +23,9 @@ from harness import (
     json_reports,
     pv_get,
     recorded,
+    recording_consumer,
     sim_frames_sent,
+    simulator,
     wait_all_receiving,
     wait_for,
 )
@@ -34,32 +36,9 @@ FRAMES, FPS = 1000, 200
 
 
 def start_set(procs, prefix, tmp_path, *extra):
-    return procs.start(
-        "consumer",
-        "-ic",
-        f"{prefix}:image",
-        "-nc",
-        "2",
-        "-du",
-        "1",
-        "-sqs",
-        "100",
-        "-sc",
-        f"{prefix}:c:*:status",
-        "-cc",
-        f"{prefix}:c:*:control",
-        "-pf",
-        RECORDING_PROCESSOR,
-        "-pc",
-        "RecordingProcessor",
-        "-pa",
-        f'{{"outputFile": "{tmp_path}/ids-{{processorId}}.json"}}',
-        "-rp",
-        "0.5",
-        "-rf",
-        "json",
-        *extra,
-        name="consumers",
+    """Two consumers sharing the stream through the distributor, ids recorded."""
+    return recording_consumer(
+        procs, prefix, tmp_path, "-nc", "2", "-du", "1", "-sqs", "100", *extra, name="consumers"
     )
 
 
@@ -93,26 +72,7 @@ def start_collector(procs, prefix, tmp_path):
 
 
 def start_sim(procs, prefix, frames=FRAMES):
-    return procs.start(
-        "sim",
-        "-cn",
-        f"{prefix}:image",
-        "-nx",
-        "32",
-        "-ny",
-        "32",
-        "-fps",
-        FPS,
-        "-rt",
-        frames / FPS,
-        "-std",
-        "4",
-        "-shd",
-        "120",
-        "-rf",
-        "json",
-        name="sim",
-    )
+    return simulator(procs, prefix, frames, FPS)
 
 
 def kill_consumer_2(prefix: str) -> int:
@@ -160,7 +120,7 @@ def test_a_killed_consumer_costs_what_it_held_and_every_frame_is_counted(procs, 
     lost = report["lostWithConsumer"]["2"]
     assert lost["n"] == report["nLost"] and lost["deaths"] == ["killed by signal 9"]
     assert report["nLost"] < 150, report  # its queue and what was in flight, not the rest
-    survivor = recorded(f"{tmp_path}/ids-{{processorId}}.json", 1)["ids"]
+    survivor = recorded(f"{tmp_path}/c-ids-{{processorId}}.json", 1)["ids"]
     assert len(survivor) == len(set(survivor)) and set(survivor) <= set(range(1, sent + 1))
     out = group.output()
     line = f"lost with consumer 2: {lost['n']} frame(s)"
@@ -211,8 +171,8 @@ def test_restart_failed_brings_the_set_back_to_full_strength(procs, prefix, tmp_
     report = set_report(group)
     assert_set_accounts_for(report, sent)
     # The second incarnation processed frames of its own, after the death.
-    second = recorded(f"{tmp_path}/ids-{{processorId}}.json", 2)["ids"]
-    first_ids = recorded(f"{tmp_path}/ids-{{processorId}}.json", 1)["ids"]
+    second = recorded(f"{tmp_path}/c-ids-{{processorId}}.json", 2)["ids"]
+    first_ids = recorded(f"{tmp_path}/c-ids-{{processorId}}.json", 1)["ids"]
     assert second and not set(second) & set(first_ids)
     finals = {
         r["consumerId"]: r for r in json_reports(group) if r.get("final") and "consumerId" in r
@@ -225,7 +185,7 @@ def test_a_collector_does_not_wait_for_a_dead_producer(procs, prefix, tmp_path):
     """Downstream of a death: after the gap timeout the collector stops waiting for
     the dead producer's ids, releases the survivor's frames in order and counts
     the ids that never come as missed, naming the producer."""
-    group = start_set(procs, prefix, tmp_path, "-oc", f"{prefix}:c:*:output")
+    group = start_set(procs, prefix, tmp_path)
     collector = start_collector(procs, prefix, tmp_path)
     wait_all_receiving([f"{prefix}:col:1:status"], procs, 40)
     sim = start_sim(procs, prefix)

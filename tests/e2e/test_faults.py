@@ -18,7 +18,6 @@ import pvaccess as pva
 import pytest
 
 from harness import (
-    RECORDING_PROCESSOR,
     Proc,
     accounted,
     control,
@@ -26,66 +25,16 @@ from harness import (
     pv_get,
     recorded,
     sim_frames_sent,
+    simulator,
     wait_accounted,
     wait_all_receiving,
     wait_for,
 )
+from harness import (
+    recording_consumer as consumer,
+)
 
 pytestmark = pytest.mark.e2e
-
-
-def consumer(procs, prefix, tmp_path, *extra, name="consumer", processor_args=None, tag="c"):
-    """A consumer command with the recording processor, JSON reports every 0.5 s."""
-    pa = {"outputFile": str(tmp_path / f"{tag}-ids-{{processorId}}.json")}
-    pa.update(processor_args or {})
-    return procs.start(
-        "consumer",
-        "-ic",
-        f"{prefix}:image",
-        "-oc",
-        f"{prefix}:{tag}:*:output",
-        "-sc",
-        f"{prefix}:{tag}:*:status",
-        "-cc",
-        f"{prefix}:{tag}:*:control",
-        "-pf",
-        RECORDING_PROCESSOR,
-        "-pc",
-        "RecordingProcessor",
-        "-pa",
-        json.dumps(pa),
-        "-rp",
-        "0.5",
-        "-rf",
-        "json",
-        *extra,
-        name=name,
-    )
-
-
-def simulator(procs, prefix, frames, fps, *extra, size=32, delay=4, name="sim"):
-    """The simulator; ``delay`` seconds between its channel appearing and frame 1."""
-    return procs.start(
-        "sim",
-        "-cn",
-        f"{prefix}:image",
-        "-nx",
-        size,
-        "-ny",
-        size,
-        "-fps",
-        fps,
-        "-rt",
-        frames / fps,
-        "-std",
-        delay,
-        "-shd",
-        "120",
-        "-rf",
-        "json",
-        *extra,
-        name=name,
-    )
 
 
 def status(prefix, i=1, tag="c"):
