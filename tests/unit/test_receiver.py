@@ -314,8 +314,10 @@ def test_set_skip_initial_applies_from_the_next_connection(server, prefix):
     server.addRecord(channel, frame(2))
     drive([r], lambda: r.n_received == 4, "the new connection's first update")
     publish(server, channel, range(3, 9))
-    drive([r], lambda: r.n_received == 10, "10 updates")
-    assert r.n_skipped == 1 + 3
+    drive([r], lambda: delivered.ids[-1:] == [8], "ids up to 8")
+    # 1 + 3 skipped (a loaded machine may add one subscription, whose first update
+    # is skipped too).
+    assert r.n_skipped in (4, 5) and r.n_received == 6 + r.n_skipped
     assert delivered.ids == [1, 2, 5, 6, 7, 8]
 
 
