@@ -50,7 +50,8 @@ class Proc:
     """One benchmark process (and its children), its output in a file.
 
     ``args`` are the arguments of ``python -m pvhpc``; with ``cmd``, the whole command
-    instead (the reference's commands, ``floor.py``). The output goes to a temporary
+    instead (the reference's commands, ``floor.py``); ``cpus``: the cores it may run
+    on (all if not given). The output goes to a temporary
     file, or to ``logdir`` (numbered, the command on its first line). Started in a
     session of its own, so that :meth:`stop` reaches its children too.
     """
@@ -66,6 +67,7 @@ class Proc:
         cmd: list | None = None,
         logdir: Path | None = None,
         env: dict | None = None,
+        cpus: set[int] | None = None,
     ):
         self.name = name
         full = [str(a) for a in cmd] if cmd is not None else None
@@ -89,6 +91,8 @@ class Proc:
             env=env if env is not None else dict(os.environ, PYTHONUNBUFFERED="1"),
             cwd=ROOT,
             start_new_session=True,
+            # Before exec: every thread the process starts later is on these cores too.
+            preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
         )
         self.ps = psutil.Process(self.popen.pid)
         self.peak_rss = 0

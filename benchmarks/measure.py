@@ -4,6 +4,7 @@ final counts (and the same for the simulators and the collector alone)."""
 from __future__ import annotations
 
 import itertools
+import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -40,9 +41,21 @@ from harness import Proc as _Proc
 from harness import log
 
 
-def Proc(name: str, cmd: list) -> _Proc:  # noqa: N802 - reads as the class it makes
+def Proc(name: str, cmd: list, cpus: set[int] | None = None) -> _Proc:  # noqa: N802
     """A benchmark process with the benchmarks' environment, its output in out/bench."""
-    return _Proc(name, cmd=cmd, logdir=LOGDIR, env=ENV)
+    return _Proc(name, cmd=cmd, logdir=LOGDIR, env=ENV, cpus=cpus)
+
+
+def own_cores(n_consumers: int) -> tuple[set[int] | None, set[int] | None]:
+    """``(source's cores, consumer's cores)``: one consumer gets a core of its own, the
+    last one, and the source (and any probe) the others, as a detector's consumer would
+    have; consumer sets, and a one-core machine, run where the kernel puts them. On two
+    cores this also takes away most of the run-to-run spread (the kernel otherwise
+    moves the source onto the consumer's core now and then)."""
+    cores = sorted(os.sched_getaffinity(0))
+    if n_consumers != 1 or len(cores) < 2:
+        return None, None
+    return set(cores[:-1]), {cores[-1]}
 
 
 def sleep_sampling(seconds: float, procs) -> None:
@@ -136,9 +149,11 @@ def stream_run(
     sim_impl = REF if source == REF else OURS
     # The reference prints its figures only after its shutdown delay: a short one.
     shd = 1.0 if sim_impl == REF else 120
+    source_cores, consumer_cores = own_cores(n_consumers)
     sim = Proc(
         f"sim-{source}-{size}-{rate:g}",
         sim_cmd(sim_impl, channel, size, rate, runtime, std, shd=shd, pacing=source),
+        source_cores,
     )
     procs = []
     try:
@@ -156,6 +171,7 @@ def stream_run(
                 n_consumers,
                 processor=processor.get(impl, ()) if isinstance(processor, dict) else processor,
             ),
+            consumer_cores,
         )
         procs.append(con)
         probe_proc = None
@@ -175,6 +191,7 @@ def stream_run(
                     "--skip",
                     "0",
                 ],
+                source_cores,
             )
             procs.append(probe_proc)
         sleep_sampling(max(0.0, t_ready + std - 0.3 - time.monotonic()), procs)
