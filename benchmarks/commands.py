@@ -234,8 +234,9 @@ def parse_our_stats(text: str) -> dict[int, dict]:
             snap = json.loads(line)
         except json.JSONDecodeError:
             continue
-        if snap.get("final"):
-            sid = snap.get("consumerId", snap.get("collectorId"))
+        sid = snap.get("consumerId", snap.get("collectorId"))
+        # A consumer set's parent reports too ("consumer-set", no stage id): not a stage.
+        if snap.get("final") and sid is not None:
             out[sid] = snap
     return out
 
