@@ -4,17 +4,15 @@ invariant of SPEC §5 (published = processed + missed + rejected + errors)."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from harness import (
-    RECORDING_PROCESSOR,
     accounted,
     control,
     final_reports,
     pv_get,
     recorded,
+    recording_consumer,
     wait_accounted,
     wait_for,
 )
@@ -23,31 +21,9 @@ pytestmark = pytest.mark.e2e
 
 
 def consumer(procs, prefix, tmp_path, *extra, name="consumers", processor_args=None):
-    """Start a consumer command with the recording processor and JSON reports."""
-    pa = {"outputFile": str(tmp_path / "ids-{processorId}.json")}
-    pa.update(processor_args or {})
-    return procs.start(
-        "consumer",
-        "-ic",
-        f"{prefix}:image",
-        "-oc",
-        f"{prefix}:c:*:output",
-        "-sc",
-        f"{prefix}:c:*:status",
-        "-cc",
-        f"{prefix}:c:*:control",
-        "-pf",
-        RECORDING_PROCESSOR,
-        "-pc",
-        "RecordingProcessor",
-        "-pa",
-        json.dumps(pa),
-        "-rp",
-        "0.5",
-        "-rf",
-        "json",
-        *extra,
-        name=name,
+    """The recording consumer (ids in ``tmp_path/c-ids-<id>.json``), JSON reports."""
+    return recording_consumer(
+        procs, prefix, tmp_path, *extra, name=name, processor_args=processor_args
     )
 
 
@@ -111,7 +87,7 @@ def run_stream(procs, prefix, consumers, ids, frames, fps, copies=1, size=32):
 def test_single_consumer_processes_every_frame(procs, prefix, tmp_path):
     c = consumer(procs, prefix, tmp_path, "-sqs", "100")
     sent, reports = run_stream(procs, prefix, [c], [1], 60, 30)
-    ids = recorded(str(tmp_path / "ids-{processorId}.json"), 1)["ids"]
+    ids = recorded(str(tmp_path / "c-ids-{processorId}.json"), 1)["ids"]
     assert ids == list(range(1, sent + 1))
     r = reports[1]
     assert r["processorStats"]["nProcessed"] == sent
@@ -164,7 +140,7 @@ def test_status_and_control_while_data_flows(procs, prefix, tmp_path):
 
     assert "Stopping" in control(ctl, "stop")
     assert c.wait(20) == 0
-    data = recorded(str(tmp_path / "ids-{processorId}.json"), 1)
+    data = recorded(str(tmp_path / "c-ids-{processorId}.json"), 1)
     assert data["stopped"] is True
     assert {"x": 100} in data["configured"]
     sim.stop()
@@ -174,7 +150,7 @@ def test_multiple_consumers_each_get_every_frame(procs, prefix, tmp_path):
     c = consumer(procs, prefix, tmp_path, "-nc", "2", "-sqs", "100")
     sent, reports = run_stream(procs, prefix, [c], [1, 2], 40, 20, copies=2)
     for i in (1, 2):
-        assert recorded(str(tmp_path / "ids-{processorId}.json"), i)["ids"] == list(
+        assert recorded(str(tmp_path / "c-ids-{processorId}.json"), i)["ids"] == list(
             range(1, sent + 1)
         )
         assert accounted(reports[i]) == sent
@@ -183,8 +159,8 @@ def test_multiple_consumers_each_get_every_frame(procs, prefix, tmp_path):
 def test_distribution_alternates_between_two_consumers(procs, prefix, tmp_path):
     c = consumer(procs, prefix, tmp_path, "-nc", "2", "-du", "1", "-sqs", "100")
     sent, reports = run_stream(procs, prefix, [c], [1, 2], 60, 30)
-    a = recorded(str(tmp_path / "ids-{processorId}.json"), 1)["ids"]
-    b = recorded(str(tmp_path / "ids-{processorId}.json"), 2)["ids"]
+    a = recorded(str(tmp_path / "c-ids-{processorId}.json"), 1)["ids"]
+    b = recorded(str(tmp_path / "c-ids-{processorId}.json"), 2)["ids"]
     assert sorted(a + b) == list(range(1, sent + 1))
     for ids in (a, b):
         assert all(y - x == 2 for x, y in zip(ids, ids[1:])), ids
@@ -198,7 +174,7 @@ def test_two_consumer_sets_split_in_runs_of_three(procs, prefix, tmp_path):
     set_a = consumer(procs, prefix, tmp_path, *common, "-id", "1", "-ds", "A", name="setA")
     set_b = consumer(procs, prefix, tmp_path, *common, "-id", "3", "-ds", "B", name="setB")
     sent, reports = run_stream(procs, prefix, [set_a, set_b], [1, 2, 3, 4], 60, 30, copies=2)
-    got = {i: recorded(str(tmp_path / "ids-{processorId}.json"), i)["ids"] for i in (1, 2, 3, 4)}
+    got = {i: recorded(str(tmp_path / "c-ids-{processorId}.json"), i)["ids"] for i in (1, 2, 3, 4)}
     # Consumers of one set see the same frames; the two sets split the stream in runs of 3.
     assert got[1] == got[2] and got[3] == got[4]
     assert sorted(got[1] + got[3]) == list(range(1, sent + 1))
@@ -279,5 +255,5 @@ def test_accumulated_batches_hold_each_frames_own_data(procs, prefix, tmp_path):
     # copies, or a batch of 10 would be ten times the latest frame.
     c = consumer(procs, prefix, tmp_path, "-rqs", "0", "-ao", "10", "-sqs", "100")
     sent, reports = run_stream(procs, prefix, [c], [1], 200, 100)
-    ids = recorded(str(tmp_path / "ids-{processorId}.json"), 1)["ids"]
+    ids = recorded(str(tmp_path / "c-ids-{processorId}.json"), 1)["ids"]
     assert ids == list(range(1, sent + 1))
