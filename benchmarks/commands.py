@@ -28,7 +28,9 @@ OURS, REF, FLOOR, OURS_NOLAT = "ours", "reference", "floor", "ours-nolatency"
 OURS_NOOC, FLOOR_PUB = "ours-no-oc", "floor-republish"
 # An experiment: pvaccess's queueing monitor drained by a Python thread (floor_queue.py).
 FLOOR_QUEUE = "floor-queue"
-FLOORS = (FLOOR, FLOOR_PUB, FLOOR_QUEUE)
+# The counting floor that also reads each frame's id and counts the gaps (floor.py --ids).
+FLOOR_IDS = "floor-ids"
+FLOORS = (FLOOR, FLOOR_IDS, FLOOR_PUB, FLOOR_QUEUE)
 # Our consumer with a receiver queue (a processing thread takes the frames), its size.
 OURS_RQS, RQS = "ours-rqs", 1000
 REF_CONSUMER = [PY, "-c", "from pvapy.cli.hpcConsumer import main; main()"]
@@ -157,11 +159,15 @@ def consumer_cmd(
 ) -> list:
     """The command of consumer variant ``impl``; ``processor``: the arguments naming
     another processor than the passthrough (ours and the reference take the same)."""
-    if impl in (FLOOR, FLOOR_PUB, FLOOR_QUEUE):
-        extra = [] if impl == FLOOR else ["-oc", f"{tag}:1:out"]
+    if impl in FLOORS:
+        extra = [] if impl in (FLOOR, FLOOR_IDS) else ["-oc", f"{tag}:1:out"]
+        if impl == FLOOR_IDS:
+            extra = ["--ids"]
         if impl == FLOOR_QUEUE:
             extra += ["-rqs", str(RQS)]
-        script = {FLOOR: "floor.py", FLOOR_PUB: "floor_republish.py"}.get(impl, "floor_queue.py")
+        script = {FLOOR_PUB: "floor_republish.py", FLOOR_QUEUE: "floor_queue.py"}.get(
+            impl, "floor.py"
+        )
         return [
             PY,
             str(BENCH / script),

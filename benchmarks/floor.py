@@ -1,6 +1,8 @@
 """The transport floor: a bare ``pvaccess.Channel`` monitor whose callback only counts.
 
-Used by ``benchmarks/run.py`` as the lowest CPU cost any consumer written on top of
+With ``--ids``, the *frame-checking floor*: the callback also reads each frame's
+``uniqueId`` and counts the gaps, the least a consumer that accounts for every frame
+(processed or missed) has to do per frame. Used by ``benchmarks/run.py`` as the lowest CPU cost any consumer written on top of
 ``pvaccess`` can reach, as an independent rate meter for the simulators (arrival
 times of the first and last frame), and, with ``--latency``, as a probe measuring
 source timestamp → arrival on a consumer's output channel.
@@ -9,7 +11,8 @@ Runs until ``--runtime`` seconds passed or SIGINT/SIGTERM, then prints one JSON
 line: ``nReceived`` (every update, the initial one included), ``nCounted`` (after
 skipping the first ``--skip`` updates), ``firstTime``/``lastTime`` (wall-clock
 arrival of the first and last counted update, to ``--resolution``; with ``--latency``,
-exact), ``nOverruns`` and, with ``--latency``, ``latencyP50``/``latencyP99`` in seconds.
+exact), ``nOverruns``, with ``--ids``, ``nMissed`` (frames the ids skipped) and, with
+``--latency``, ``latencyP50``/``latencyP99`` in seconds.
 """
 
 from __future__ import annotations
@@ -39,6 +42,11 @@ def make_parser(description: str) -> argparse.ArgumentParser:
         "pvhpc's receiver does (the floors of the consumer benchmarks use it)",
     )
     p.add_argument(
+        "--ids",
+        action="store_true",
+        help="read each frame's uniqueId and count the gaps (the frame-checking floor)",
+    )
+    p.add_argument(
         "--resolution", type=float, default=0.005, help="arrival-time resolution, s [0.005]"
     )
     return p
@@ -51,7 +59,7 @@ def main(argv=None) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
 
-    count = [0]
+    count, missed = [0], [0]
     stamps: list[float] = []
     arrivals: list[float] = []
     if args.latency:
@@ -69,6 +77,21 @@ def main(argv=None) -> int:
             )
             arr_append(t)
 
+    elif args.ids:
+        pinned, pin = thread_pinner()
+        get_ident = threading.get_ident
+        get_int = pva.PvObject.getInt
+        last = [None]
+
+        def on_update(pv):
+            uid = get_int(pv, "uniqueId")
+            if last[0] is not None and uid != last[0] + 1:
+                missed[0] += max(0, uid - last[0] - 1)
+            last[0] = uid
+            count[0] += 1
+            if args.pin and get_ident() not in pinned:
+                pin()
+
     elif args.pin:
         pinned, pin = thread_pinner()
         get_ident = threading.get_ident
@@ -84,6 +107,8 @@ def main(argv=None) -> int:
             count[0] += 1
 
     result = watch(args, on_update, count, stop)
+    if args.ids:
+        result["nMissed"] = missed[0]
     if args.latency:
         lat = sorted(stamps[args.skip :])
         arr = arrivals[args.skip :]

@@ -8,7 +8,7 @@ import statistics
 
 OURS, REF, FLOOR, OURS_NOLAT = "ours", "reference", "floor", "ours-nolatency"
 OURS_NOOC, OURS_RQS, FLOOR_PUB = "ours-no-oc", "ours-rqs", "floor-republish"
-FLOOR_QUEUE = "floor-queue"
+FLOOR_QUEUE, FLOOR_IDS = "floor-queue", "floor-ids"
 EVEN, BURST = "even", "burst"
 SOURCE_NAMES = {
     EVEN: "pvhpc simulator, evenly paced (default)",
@@ -18,6 +18,7 @@ SOURCE_NAMES = {
 # The targets: (variant, its limit, the most it may cost relative to it).
 TARGETS = (
     (OURS_NOOC, FLOOR, 1.05, "ours without `-oc` / counting floor"),
+    (OURS_NOOC, FLOOR_IDS, 1.05, "ours without `-oc` / frame-checking floor"),
     (OURS, FLOOR_PUB, 1.05, "ours with `-oc` / republishing floor"),
     (OURS, REF, 0.85, "ours / reference (128×128 only)"),
     (OURS_RQS, OURS, 1.10, "ours with `-rqs` / ours in the callback"),
@@ -121,7 +122,10 @@ def cpu_section(w, cpu: dict) -> None:
         "in batches); the reference has `-oc`. *Queueing floor* (`floor_queue.py`, "
         "evenly paced source only): pvaccess's own queueing monitor (`qMonitor` into a "
         "`PvObjectQueue`) drained by a Python thread that republishes, what a receiver "
-        "queue costs when the monitor thread never enters Python.\n"
+        "queue costs when the monitor thread never enters Python. *Frame-checking floor* "
+        "(`floor.py --ids`, evenly paced sources): the counting floor whose callback also "
+        "reads each frame's `uniqueId` and counts the gaps, the least a consumer that "
+        "accounts for every frame (processed or missed) does per frame.\n"
     )
     for source in (EVEN, REF, BURST):
         blocks = sources.get(source)
@@ -161,6 +165,12 @@ def cpu_section(w, cpu: dict) -> None:
         w("")
         for size, block in blocks.items():
             runs = block["runs"]
+            if runs.get(FLOOR_IDS):
+                w(
+                    f"Frame-checking floor at {size}×{size}: {cell(runs, FLOOR_IDS)} µs per "
+                    f"frame; ours, no -oc / frame-checking floor: "
+                    f"{ratio_cell(runs, OURS_NOOC, FLOOR_IDS)}.\n"
+                )
             if runs.get(FLOOR_QUEUE):
                 w(
                     f"Queueing floor at {size}×{size}: {cell(runs, FLOOR_QUEUE)} µs per frame; "

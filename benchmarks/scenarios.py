@@ -9,6 +9,7 @@ from commands import (
     BURST,
     EVEN,
     FLOOR,
+    FLOOR_IDS,
     FLOOR_PUB,
     FLOOR_QUEUE,
     OURS,
@@ -100,6 +101,9 @@ def bench_cpu(cfg) -> dict:
         blocks = {}
         for size, rate, n1, n2 in cfg.cpu_points:
             variants = list(CPU_VARIANTS)
+            if source != BURST:
+                # The least a consumer that accounts for every frame does: read its id.
+                variants.append(FLOOR_IDS)
             if source == EVEN:
                 # The limit of a receiver queue: pvaccess's own queueing monitor.
                 variants.append(FLOOR_QUEUE)
