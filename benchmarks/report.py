@@ -66,7 +66,7 @@ def render(results: dict, cfg) -> tuple[str, dict]:
         "on one machine, same source, runs alternating between the two and repeated. "
         "Tables give medians; **ratio** is the median of the per-repeat ratios "
         "ours/reference (below 1 is better for CPU and latency, above 1 for rates). "
-        "Regenerate with `make bench` (about 70 minutes) or "
+        "Regenerate with `make bench` (about 80 minutes) or "
         "`.venv/bin/python benchmarks/run.py --quick` (about 10 minutes, fewer points and one repeat); "
         "`benchmarks/results.json` holds every raw number.\n"
     )
@@ -199,6 +199,14 @@ def _summary_section(w, results: dict) -> None:
     for name, wanted, got, met in rows:
         w(f"| {name} | {wanted} | {got} | {'yes' if met else '**no**'} |")
     w("")
+    w(
+        "How far to trust a row: the brackets are the lowest and highest of the per-repeat "
+        "ratios. On this shared two-core virtual machine single repeats of the same pair "
+        "differ by 20–40 %, so the median of five repeats resolves about ±10 %: a row "
+        "within that of its limit is neither a measured pass nor a measured failure. "
+        "Where a consumer's time goes, and which distances pvaccess leaves no way to "
+        "close, is in the last section.\n"
+    )
 
 
 def _lossless_section(w, res: dict) -> dict:
