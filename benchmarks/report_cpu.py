@@ -320,6 +320,18 @@ def profile_section(w) -> None:
         "the republishing floor pays it too; on top, our publisher's counting (0.1 µs)."
     )
     w(
+        "- Memory allocation is glibc's default. Stages used to fix malloc's mmap "
+        "threshold at 64 MiB (and its trim threshold at 256 MiB) so that frame-sized "
+        "buffers were reused; measured again (2026-12-05, one consumer on its own core, "
+        "evenly paced source, two repeats each), that cost more than it saved: the "
+        "moving average at 1024×1024 / 30 fps 6.1 ms per frame against 4.3 ms with the "
+        "defaults (the fixed mmap threshold alone made the difference; a 4 MiB one cost "
+        "9.9 ms), the passthrough at 1024×1024 / 800 fps 197 µs against 185 µs and at 128×128 / "
+        "3 kHz 38 µs against 34 µs. glibc's own threshold follows the sizes a process "
+        "frees, which served all three. Sections 1 to 5 of the run above were measured "
+        "with the old setting; section 6 without it."
+    )
+    w(
         "- With a receiver queue (`-rqs`) each frame is also copied (structure only, "
         "about 8–16 µs: pvaccess reuses the callback's object for the next update, so a "
         "queued object must be a copy; checked by keeping the objects, which all showed "

@@ -26,7 +26,6 @@ from ..processor import UserDataProcessor
 from ..receiver_queue import ReceiverQueue
 from .config import StageConfig
 from .control import ControlCommands
-from .memory import keep_frame_buffers
 from .metadata import MetadataChannel, field_key
 
 __all__ = ["Stage"]
@@ -48,7 +47,6 @@ class Stage(ControlCommands):
     """
 
     def __init__(self, config: StageConfig, processor: Any, logger: logging.Logger):
-        keep_frame_buffers()
         self.config = config
         self.processor = processor
         #: What process_one calls per frame (see setup_processor).
