@@ -160,11 +160,12 @@ def consumer_cmd(
     """The command of consumer variant ``impl``; ``processor``: the arguments naming
     another processor than the passthrough (ours and the reference take the same)."""
     if impl in FLOORS:
-        extra = [] if impl in (FLOOR, FLOOR_IDS) else ["-oc", f"{tag}:1:out"]
-        if impl == FLOOR_IDS:
-            extra = ["--ids"]
-        if impl == FLOOR_QUEUE:
-            extra += ["-rqs", str(RQS)]
+        extra = {
+            FLOOR: [],
+            FLOOR_IDS: ["--ids"],
+            FLOOR_PUB: ["-oc", f"{tag}:1:out"],
+            FLOOR_QUEUE: ["-oc", f"{tag}:1:out", "-rqs", str(RQS)],
+        }[impl]
         script = {FLOOR_PUB: "floor_republish.py", FLOOR_QUEUE: "floor_queue.py"}.get(
             impl, "floor.py"
         )
@@ -281,7 +282,7 @@ def consumer_stats(impl: str, text: str) -> dict:
         return {
             "processed": res.get("nCounted", 0),
             "overruns": res.get("nOverruns", 0),
-            "missed": 0,
+            "missed": res.get("nMissed", 0),  # only the frame-checking floor knows
             "rejected": 0,
             "errors": 0,
             "firstIds": [1],

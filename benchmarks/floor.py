@@ -1,11 +1,12 @@
 """The transport floor: a bare ``pvaccess.Channel`` monitor whose callback only counts.
 
-With ``--ids``, the *frame-checking floor*: the callback also reads each frame's
-``uniqueId`` and counts the gaps, the least a consumer that accounts for every frame
-(processed or missed) has to do per frame. Used by ``benchmarks/run.py`` as the lowest CPU cost any consumer written on top of
+Used by ``benchmarks/run.py`` as the lowest CPU cost any consumer written on top of
 ``pvaccess`` can reach, as an independent rate meter for the simulators (arrival
 times of the first and last frame), and, with ``--latency``, as a probe measuring
-source timestamp → arrival on a consumer's output channel.
+source timestamp → arrival on a consumer's output channel. With ``--ids``, the
+*frame-checking floor*: the callback also reads each frame's ``uniqueId`` and counts
+the gaps, the least a consumer that accounts for every frame (processed or missed)
+does per frame.
 
 Runs until ``--runtime`` seconds passed or SIGINT/SIGTERM, then prints one JSON
 line: ``nReceived`` (every update, the initial one included), ``nCounted`` (after
@@ -44,7 +45,8 @@ def make_parser(description: str) -> argparse.ArgumentParser:
     p.add_argument(
         "--ids",
         action="store_true",
-        help="read each frame's uniqueId and count the gaps (the frame-checking floor)",
+        help="read each frame's uniqueId and count the gaps (the frame-checking floor; "
+        "implies --pin)",
     )
     p.add_argument(
         "--resolution", type=float, default=0.005, help="arrival-time resolution, s [0.005]"
@@ -78,7 +80,7 @@ def main(argv=None) -> int:
             arr_append(t)
 
     elif args.ids:
-        pinned, pin = thread_pinner()
+        pinned, pin = thread_pinner()  # as --pin: the floor of a consumer, which pins
         get_ident = threading.get_ident
         get_int = pva.PvObject.getInt
         last = [None]
@@ -89,7 +91,7 @@ def main(argv=None) -> int:
                 missed[0] += max(0, uid - last[0] - 1)
             last[0] = uid
             count[0] += 1
-            if args.pin and get_ident() not in pinned:
+            if get_ident() not in pinned:
                 pin()
 
     elif args.pin:

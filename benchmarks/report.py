@@ -85,6 +85,17 @@ def render(results: dict, cfg) -> tuple[str, dict]:
         f"| run | {results.get('date', '?')}, {results.get('mode', '?')} mode, "
         f"{f(results.get('wallSeconds'), '.0f')} s, pvhpc {results.get('commit', '?')} |"
     )
+    commits, dates = results.get("commits", {}), results.get("dates", {})
+    if len(set(commits.values())) > 1:
+        # An --only run replaced some sections: say which code measured each.
+        w(
+            "| measured by | "
+            + "; ".join(
+                f"{name}: pvhpc {commit}, {dates.get(name, '?')}"
+                for name, commit in commits.items()
+            )
+            + " |"
+        )
     w("")
     w(
         "All traffic is on loopback (`../shared/epics-loopback.env`). Other work on the "

@@ -328,8 +328,8 @@ def profile_section(w) -> None:
         "defaults (the fixed mmap threshold alone made the difference; a 4 MiB one cost "
         "9.9 ms), the passthrough at 1024×1024 / 800 fps 197 µs against 185 µs and at 128×128 / "
         "3 kHz 38 µs against 34 µs. glibc's own threshold follows the sizes a process "
-        "frees, which served all three. Sections 1 to 5 of the run above were measured "
-        "with the old setting; section 6 without it."
+        "frees, which served all three (pvhpc 5cec957 and later; the machine table says "
+        "which code measured each section)."
     )
     w(
         "- With a receiver queue (`-rqs`) each frame is also copied (structure only, "

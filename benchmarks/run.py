@@ -283,6 +283,9 @@ def main(argv=None) -> int:
         t = time.monotonic()
         results[name] = BENCHES[name](cfg)
         results.setdefault("seconds", {})[name] = round(time.monotonic() - t, 1)
+        # Which code measured it, and when: with --only, sections differ.
+        results.setdefault("commits", {})[name] = results["commit"]
+        results.setdefault("dates", {})[name] = time.strftime("%Y-%m-%d %H:%M")
         results.setdefault("quiet", {})[name] = dict(QUIET)
         QUIET.update(runs=0, busy=0, load=[])
         results_path.write_text(json.dumps(results, indent=1, default=str))
