@@ -368,6 +368,27 @@ def test_signal_drains_the_receiver_queue_before_exit(procs, prefix, tmp_path, s
     assert all(reports[k]["queueStats"]["nQueued"] == 0 for k in ids)
 
 
+def test_runtime_stop_with_the_source_still_sending_processes_every_frame_received(
+    procs, prefix, tmp_path
+):
+    """A consumer with a receiver queue whose runtime ends while the source still sends
+    1000 frames a second. Stopping its receiver takes a while (it reads the source's
+    current id on a new channel, then waits for what is in flight), and frames keep
+    arriving into the queue meanwhile: every one of them is processed before it exits.
+    (The processing thread used to end on the stop request: 100-200 frames were left
+    queued, shown in the final report, and went with the process.)"""
+    simulator(procs, prefix, 30000, 1000, delay=1)
+    c = consumer(procs, prefix, tmp_path, "-rqs", "0", "-rt", "8")
+    wait_received(procs, prefix)
+    assert c.wait(60) == 0, c.output()[-3000:]
+    r = final_reports(c)[1]
+    received = r["receiverStats"]["nReceived"] - r["receiverStats"]["nSkipped"]
+    assert received > 1000, "the source was not sending when the consumer stopped"
+    assert r["queueStats"]["nQueued"] == 0
+    assert r["processorStats"]["nProcessed"] == received
+    assert len(ids_of(tmp_path)) == received
+
+
 # -- downstream: a slow subscriber, a producer of a collector that goes away ----------------
 
 

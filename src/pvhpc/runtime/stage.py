@@ -58,6 +58,10 @@ class Stage(ControlCommands):
         )
         self.publisher = DataPublisher(self.server, config.output_channel, logger)
         self.stop_event = threading.Event()
+        #: Set once the receivers stopped: the processing thread drains and ends. Not
+        #: stop_event, which is set first: frames still arrive while the receivers
+        #: stop (a consumer waits for what the source published), and go to the queue.
+        self._receiving_ended = threading.Event()
         self.stop_reason = ""
         self.metadata = [
             MetadataChannel(
@@ -159,7 +163,7 @@ class Stage(ControlCommands):
         queue = self.queue
         assert queue is not None
         process = self.process_one
-        while not self.stop_event.is_set():
+        while not self._receiving_ended.is_set():
             for oid, pv in queue.get_batch(0.2):
                 process(pv, oid)
         # Stop: everything already received is processed before the processor stops.
@@ -248,6 +252,7 @@ class Stage(ControlCommands):
     def stop_processing(self) -> None:
         """After the receivers stopped: drain the queue, stop the processor."""
         self.stop_event.set()
+        self._receiving_ended.set()
         if self.queue is not None:
             self.queue.wake()
         if self._processing_thread is not None:
