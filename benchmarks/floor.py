@@ -80,19 +80,7 @@ def main(argv=None) -> int:
             arr_append(t)
 
     elif args.ids:
-        pinned, pin = thread_pinner()  # as --pin: the floor of a consumer, which pins
-        get_ident = threading.get_ident
-        get_int = pva.PvObject.getInt
-        last = [None]
-
-        def on_update(pv):
-            uid = get_int(pv, "uniqueId")
-            if last[0] is not None and uid != last[0] + 1:
-                missed[0] += max(0, uid - last[0] - 1)
-            last[0] = uid
-            count[0] += 1
-            if get_ident() not in pinned:
-                pin()
+        on_update = frame_checking_callback(count, missed)
 
     elif args.pin:
         pinned, pin = thread_pinner()
@@ -121,6 +109,27 @@ def main(argv=None) -> int:
     sys.stdout.write(json.dumps(result) + "\n")
     sys.stdout.flush()
     return 0
+
+
+def frame_checking_callback(count: list, missed: list):
+    """The frame-checking floor's callback: read the id, count the gaps and the frame.
+    Pins its thread state as ``--pin`` does (the floor of a consumer, which pins).
+    Also timed in-process by ``callback_cost.py``."""
+    pinned, pin = thread_pinner()
+    get_ident = threading.get_ident
+    get_int = pva.PvObject.getInt
+    last = [None]
+
+    def on_update(pv):
+        uid = get_int(pv, "uniqueId")
+        if last[0] is not None and uid != last[0] + 1:
+            missed[0] += max(0, uid - last[0] - 1)
+        last[0] = uid
+        count[0] += 1
+        if get_ident() not in pinned:
+            pin()
+
+    return on_update
 
 
 def thread_pinner():

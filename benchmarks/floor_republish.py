@@ -33,9 +33,21 @@ def main(argv=None) -> int:
     server = pva.PvaServer()
     name = args.output_channel
     server.addRecord(name, sample.copy())
-    update = server.update
     count = [0]
-    if args.pin:
+    on_update = republishing_callback(server, name, count, args.pin)
+    result = watch(args, on_update, count, stop)
+    result["nPublished"] = count[0]
+    sys.stdout.write(json.dumps(result) + "\n")
+    sys.stdout.flush()
+    return 0
+
+
+def republishing_callback(server, name: str, count: list, pin_thread: bool = True):
+    """The callback: count, then put the object on ``server``'s record ``name``
+    (``pin_thread``: keep the thread state, as ``--pin``). Also timed in-process by
+    ``callback_cost.py``."""
+    update = server.update
+    if pin_thread:
         pinned, pin = thread_pinner()
         get_ident = threading.get_ident
 
@@ -51,11 +63,7 @@ def main(argv=None) -> int:
             count[0] += 1
             update(name, pv)
 
-    result = watch(args, on_update, count, stop)
-    result["nPublished"] = count[0]
-    sys.stdout.write(json.dumps(result) + "\n")
-    sys.stdout.flush()
-    return 0
+    return on_update
 
 
 if __name__ == "__main__":

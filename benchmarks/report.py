@@ -8,6 +8,7 @@ from __future__ import annotations
 import statistics
 
 from report_cpu import (
+    callback_section,
     cpu_section,
     profile_section,
     target_rows,
@@ -137,7 +138,9 @@ def render(results: dict, cfg) -> tuple[str, dict]:
         latency_section(w, results["latency"])
     if "work" in results:
         work_section(w, results["work"], _lossless_row)
-    profile_section(w)
+    if "callback" in results:
+        callback_section(w, results["callback"], results.get("cpu") or {})
+    profile_section(w, results)
     _method_section(w, cfg)
     return "\n".join(out) + "\n", plot_data
 

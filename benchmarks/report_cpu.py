@@ -265,14 +265,13 @@ def work_section(w, work: dict, lossless_row) -> None:
     )
 
 
-def profile_section(w) -> None:
+def profile_section(w, results: dict) -> None:
     w("## Where a consumer's time goes\n")
     w(
         "Profiled with an evenly paced 128×128 source at 3–5 kHz: "
         "`benchmarks/profile_consumer.py` (our consumer with cProfile switched on in "
-        "its monitor thread and processing thread) for the shares, and a timing loop "
-        "calling the receiver's callback on real NTNDArray objects in one process for "
-        "the absolute Python cost (2026-12-04, best of 40 loops of 2000 frames):\n"
+        "its monitor thread and processing thread) for the shares, and "
+        "`benchmarks/callback_cost.py` (section 7, below) for the absolute Python cost.\n"
     )
     w(
         "- Most of the CPU is the transport: the kernel copying from the socket and "
@@ -287,32 +286,20 @@ def profile_section(w) -> None:
         "a pvaccess client can reach, not a plain client's cost."
     )
     w(
-        "- Our Python per frame, without `-oc`, is about 2.4 µs: reading the id (one "
-        "typed getter call, 0.6 µs, needed for missed-frame counting), the receiver's "
-        "count and the missed-id tracker (about 1.2 µs), and the processing call with "
-        "its counters (0.7 µs; the frame's timestamp is read for the latency figures on "
-        "about 200 frames per second only). Nothing of it can wait for the report "
-        "period: status, latency percentiles and rates are computed when a report is "
-        "made. This round removed the id getter's wrapper and, for the built-in "
-        "passthrough, two Python calls per frame (about 0.3 µs). 2.4 µs is about 7 % "
-        "of the counting floor at 128×128 (33–38 µs); in the stream the distance is "
-        "larger (41–53 µs against 33–38, three repeats), most likely because each "
-        "callback runs that Python on cold caches after the thread slept, which a hot "
-        "loop does not show. It is not the process's size or its server: the counting "
-        "floor with numpy and pvhpc imported and a `PvaServer` running cost the same as "
-        "the bare one (35, 37, 38 against 35, 37, 39 µs). The converse holds too "
-        "(2026-12-05, steady state, source and consumer on cores of their own, three "
-        "repeats): our whole consumer with its callback replaced by the floor's (count "
-        "only) cost 27.9 µs per frame against the floor's 27.1, so the whole distance "
-        "is the callback's Python; reading the id alone (one `getInt`) brought it to "
-        "about 26 against a floor of 22.5 in a second series. On a stream of "
-        "~20–30 µs frames, 5 % is 1–1.5 µs: less than the id read and one counter cost "
-        "in the stream. Reaching it would mean doing the id and missed-frame "
-        "bookkeeping outside Python, which pvaccess does not offer. The frame-checking "
-        "floor (`floor.py --ids`) puts exactly that bookkeeping, the id read and the "
-        "gap count, in a bare callback: section 1 compares ours without `-oc` with it "
-        "as well, which leaves the receiver's counters, the tracker's detail (which ids, "
-        "not just how many) and the processing call as our own share."
+        "- Our Python per frame is what section 7 measures: the consumer's callback "
+        "(pinning check, id read, receiver and missed-id counting, the processing call "
+        "and its counters, a timestamp read for the latency figures on about 200 frames "
+        "per second) against the floors' callbacks. Nothing of it can wait for the "
+        "report period: status, latency percentiles and rates are computed when a "
+        "report is made. In the stream the distance to the floors in section 1 is "
+        "larger than section 7's, and moves from run to run by more than the whole of "
+        "it: earlier series (2026-12-05, steady state, source and consumer on cores of "
+        "their own, three repeats) had our whole consumer with its callback replaced by "
+        "the counting floor's at 27.9 µs per frame against the floor's 27.1, so the "
+        "process's size and its server add nothing measurable; what remains is the "
+        "callback's Python on cold caches after the thread slept, which a hot loop does "
+        "not show. Doing the id and missed-frame bookkeeping outside Python would take "
+        "a transport that counts, which pvaccess does not offer."
     )
     w(
         "- With `-oc`, `PvaServer.update` copies the structure into the record (and "
@@ -347,4 +334,45 @@ def profile_section(w) -> None:
         "any queue on pvaccess, so ≤ 10 % over the callback path is not reached "
         "(section 1 has this run's figures, at both sizes)."
     )
+    w("")
+
+
+def callback_section(w, callback: dict, cpu: dict) -> None:
+    """Section 7: ``callback_cost.py``'s figures, with the share of the floors' per-frame
+    CPU in the stream (section 1, our simulator evenly paced) where that was measured."""
+    w("## 7. Our callback's own cost, without the transport\n")
+    w(
+        "`benchmarks/callback_cost.py`: the same NTNDArray, its `uniqueId` one higher "
+        "each call, handed in one process to the floors' callbacks (imported from "
+        "`floor.py` and `floor_republish.py`) and to a real, started consumer's monitor "
+        "callback, alternating, on the consumer's core; thread CPU time per call less a "
+        "loop that only sets the id; median of the repeats and, for the difference, its "
+        "lowest and highest. No transport and no sleeping thread between calls: this is "
+        "the part of a consumer that is ours, free of the noise section 1 has. Every "
+        "call was counted as processed with no id missed (checked by the script).\n"
+    )
+    w(
+        "| frame | path | floor's callback, µs | ours, µs | ours − floor, µs "
+        "[spread] | that, per frame of the floor in the stream (section 1) |"
+    )
+    w("|---|---|---|---|---|---|")
+    even = (cpu.get("sources") or {}).get(EVEN, {})
+    for size, paths in callback.items():
+        for key, label, floor in (
+            ("noOc", "without `-oc` vs frame-checking floor", FLOOR_IDS),
+            ("oc", "with `-oc` vs republishing floor", FLOOR_PUB),
+        ):
+            r = paths.get(key)
+            if r is None:
+                continue
+            runs = (even.get(size) or {}).get("runs", {})
+            stream = (
+                statistics.median(x["marginal"] for x in runs[floor]) if runs.get(floor) else None
+            )
+            share = f"{r['addedUs'] / stream:.1%} of {stream:.0f} µs" if stream else "—"
+            lo, hi = r["addedSpread"]
+            w(
+                f"| {size}×{size} | {label} | {r['floorUs']:.2f} | {r['oursUs']:.2f} | "
+                f"{r['addedUs']:.2f} [{lo:.2f}–{hi:.2f}] | {share} |"
+            )
     w("")

@@ -33,6 +33,8 @@ Measurements (see ``docs/benchmarks.md`` for the method in words):
 6. ``work``: a processor that does work (moving average of 3 frames): CPU per frame
    and highest lossless rate, ours (``moving_average.py``) against the reference (its
    processor file in ``tests/interop/pvapy_processors/``).
+7. ``callback``: what our consumer's callback adds to the floors' callbacks, timed in
+   one process without the transport (``callback_cost.py``).
 
 The modules: ``commands.py`` (what is run, how its statistics are read),
 ``measure.py`` (one measured run), ``scenarios.py`` (the benchmarks), ``report.py``
@@ -58,6 +60,7 @@ import psutil  # noqa: E402
 from commands import LOGDIR, ROOT, SOURCES  # noqa: E402
 from measure import QUIET  # noqa: E402
 from scenarios import (  # noqa: E402
+    bench_callback,
     bench_collector,
     bench_cpu,
     bench_latency,
@@ -159,6 +162,8 @@ class Config:
     work_search: dict
     work_search_repeats: int
     latency_seconds: float
+    callback_points: list  # (size, calls per repeat)
+    callback_repeats: int
 
 
 def make_config(quick: bool) -> Config:
@@ -194,6 +199,8 @@ def make_config(quick: bool) -> Config:
             work_search={512: 250},
             work_search_repeats=1,
             latency_seconds=2.0,
+            callback_points=[(128, 20000)],
+            callback_repeats=2,
         )
     return Config(
         quick=False,
@@ -224,6 +231,8 @@ def make_config(quick: bool) -> Config:
         work_search={512: 250, 1024: 63},
         work_search_repeats=2,
         latency_seconds=4.0,
+        callback_points=[(128, 100000), (1024, 50000)],
+        callback_repeats=5,
     )
 
 
@@ -235,6 +244,7 @@ BENCHES = {
     "collector": bench_collector,
     "latency": bench_latency,
     "work": bench_work,
+    "callback": bench_callback,
 }
 
 

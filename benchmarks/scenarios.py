@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 from commands import (
+    BENCH,
     BURST,
     EVEN,
     FLOOR,
@@ -16,9 +17,19 @@ from commands import (
     OURS_NOLAT,
     OURS_NOOC,
     OURS_RQS,
+    PY,
     REF,
 )
-from measure import collector_run, search, sim_run, stream_run_retry, together_run
+from measure import (
+    Proc,
+    collector_run,
+    own_cores,
+    search,
+    sim_run,
+    stream_run_retry,
+    together_run,
+    wait_quiet,
+)
 
 from harness import ROOT, log
 
@@ -355,4 +366,29 @@ def bench_work(cfg) -> dict:
             reps.append(res)
             start = {k: v["rate"] or guess for k, v in res["max"].items()}
         out["lossless"][str(size)] = reps
+    return out
+
+
+# -- our callback's own cost, without the transport -------------------------------------
+
+
+def bench_callback(cfg) -> dict:
+    """``callback_cost.py``: what our consumer's callback adds to the floors' callbacks,
+    timed in one process on the consumer's core, without and with ``-oc``."""
+    out: dict = {}
+    _, cores = own_cores(1)
+    for size, frames in cfg.callback_points:
+        for output in (False, True):
+            wait_quiet()
+            cmd = [PY, str(BENCH / "callback_cost.py"), "--size", size, "--frames", frames]
+            cmd += ["--repeats", cfg.callback_repeats, *(["-oc"] if output else [])]
+            p = Proc(f"callback-{size}{'-oc' if output else ''}", cmd, cpus=cores)
+            if p.popen.wait(timeout=600) != 0:
+                raise RuntimeError(f"callback_cost.py failed, see {p.path}")
+            res = p.reports()[-1]
+            log(
+                f"callback {size} {'-oc' if output else 'no -oc'}: floor {res['floorUs']:.2f} "
+                f"µs, ours {res['oursUs']:.2f} µs, added {res['addedUs']:.2f} µs"
+            )
+            out.setdefault(str(size), {})["oc" if output else "noOc"] = res
     return out
