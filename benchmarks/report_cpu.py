@@ -271,7 +271,7 @@ def profile_section(w, results: dict) -> None:
         "Profiled with an evenly paced 128×128 source at 3–5 kHz: "
         "`benchmarks/profile_consumer.py` (our consumer with cProfile switched on in "
         "its monitor thread and processing thread) for the shares, and "
-        "`benchmarks/callback_cost.py` (section 7, below) for the absolute Python cost.\n"
+        "`benchmarks/callback_cost.py` (section 7, above) for the absolute Python cost.\n"
     )
     w(
         "- Most of the CPU is the transport: the kernel copying from the socket and "
@@ -337,9 +337,30 @@ def profile_section(w, results: dict) -> None:
     w("")
 
 
+# Section 7's two paths: results key, what is compared, the floor of section 1 beside it.
+CALLBACK_PATHS = (
+    ("noOc", "without `-oc` vs frame-checking floor", FLOOR_IDS),
+    ("oc", "with `-oc` vs republishing floor", FLOOR_PUB),
+)
+
+
+def callback_rows(callback: dict, cpu: dict) -> list:
+    """``(size, label, result, floor's marginal µs in the stream or None)`` for every
+    path section 7 measured; the stream figure from section 1, our simulator evenly
+    paced."""
+    even = (cpu.get("sources") or {}).get(EVEN, {})
+    rows = []
+    for size, paths in callback.items():
+        runs = (even.get(size) or {}).get("runs", {})
+        for key, label, floor in CALLBACK_PATHS:
+            if key in paths:
+                rows.append((size, label, paths[key], marginal(runs, floor)))
+    return rows
+
+
 def callback_section(w, callback: dict, cpu: dict) -> None:
     """Section 7: ``callback_cost.py``'s figures, with the share of the floors' per-frame
-    CPU in the stream (section 1, our simulator evenly paced) where that was measured."""
+    CPU in the stream where section 1 measured it."""
     w("## 7. Our callback's own cost, without the transport\n")
     w(
         "`benchmarks/callback_cost.py`: the same NTNDArray, its `uniqueId` one higher "
@@ -349,30 +370,18 @@ def callback_section(w, callback: dict, cpu: dict) -> None:
         "loop that only sets the id; median of the repeats and, for the difference, its "
         "lowest and highest. No transport and no sleeping thread between calls: this is "
         "the part of a consumer that is ours, free of the noise section 1 has. Every "
-        "call was counted as processed with no id missed (checked by the script).\n"
+        "call was counted as processed with no id missed (the script fails otherwise).\n"
     )
     w(
         "| frame | path | floor's callback, µs | ours, µs | ours − floor, µs "
         "[spread] | that, per frame of the floor in the stream (section 1) |"
     )
     w("|---|---|---|---|---|---|")
-    even = (cpu.get("sources") or {}).get(EVEN, {})
-    for size, paths in callback.items():
-        for key, label, floor in (
-            ("noOc", "without `-oc` vs frame-checking floor", FLOOR_IDS),
-            ("oc", "with `-oc` vs republishing floor", FLOOR_PUB),
-        ):
-            r = paths.get(key)
-            if r is None:
-                continue
-            runs = (even.get(size) or {}).get("runs", {})
-            stream = (
-                statistics.median(x["marginal"] for x in runs[floor]) if runs.get(floor) else None
-            )
-            share = f"{r['addedUs'] / stream:.1%} of {stream:.0f} µs" if stream else "—"
-            lo, hi = r["addedSpread"]
-            w(
-                f"| {size}×{size} | {label} | {r['floorUs']:.2f} | {r['oursUs']:.2f} | "
-                f"{r['addedUs']:.2f} [{lo:.2f}–{hi:.2f}] | {share} |"
-            )
+    for size, label, r, stream in callback_rows(callback, cpu):
+        share = f"{r['addedUs'] / stream:.1%} of {stream:.0f} µs" if stream else "—"
+        lo, hi = r["addedSpread"]
+        w(
+            f"| {size}×{size} | {label} | {r['floorUs']:.2f} | {r['oursUs']:.2f} | "
+            f"{r['addedUs']:.2f} [{lo:.2f}–{hi:.2f}] | {share} |"
+        )
     w("")
