@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import statistics
 
+from commands import EVEN, FLOOR, OURS, REF
 from report_cpu import (
     callback_rows,
     callback_section,
@@ -17,8 +18,6 @@ from report_cpu import (
     work_section,
 )
 from report_more import latency_section, sim_section
-
-OURS, REF, FLOOR, OURS_NOLAT = "ours", "reference", "floor", "ours-nolatency"
 
 
 def med(values):
@@ -408,7 +407,7 @@ def _collector_memory_section(w, results: dict) -> None:
     )
     w("| setting | ours MB | reference MB | ours/reference |")
     w("|---|---|---|---|")
-    cpu_even = (results.get("cpu") or {}).get("sources", {}).get("even", {})
+    cpu_even = (results.get("cpu") or {}).get("sources", {}).get(EVEN, {})
     for size, block in cpu_even.items():
         rss = block.get("rss", {})
         o, r = med(rss.get(OURS, [])), med(rss.get(REF, []))

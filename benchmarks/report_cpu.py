@@ -6,10 +6,20 @@ from __future__ import annotations
 
 import statistics
 
-OURS, REF, FLOOR, OURS_NOLAT = "ours", "reference", "floor", "ours-nolatency"
-OURS_NOOC, OURS_RQS, FLOOR_PUB = "ours-no-oc", "ours-rqs", "floor-republish"
-FLOOR_QUEUE, FLOOR_IDS = "floor-queue", "floor-ids"
-EVEN, BURST = "even", "burst"
+from commands import (
+    BURST,
+    EVEN,
+    FLOOR,
+    FLOOR_IDS,
+    FLOOR_PUB,
+    FLOOR_QUEUE,
+    OURS,
+    OURS_NOLAT,
+    OURS_NOOC,
+    OURS_RQS,
+    REF,
+)
+
 SOURCE_NAMES = {
     EVEN: "pvhpc simulator, evenly paced (default)",
     REF: "reference simulator",
@@ -296,9 +306,9 @@ def profile_section(w, results: dict) -> None:
         "it: earlier series (2026-12-05, steady state, source and consumer on cores of "
         "their own, three repeats) had our whole consumer with its callback replaced by "
         "the counting floor's at 27.9 µs per frame against the floor's 27.1, so the "
-        "process's size and its server add nothing measurable; what remains is the "
-        "callback's Python on cold caches after the thread slept, which a hot loop does "
-        "not show. Doing the id and missed-frame bookkeeping outside Python would take "
+        "process's size and its server add nothing measurable; what remains is most "
+        "likely the callback's Python running on cold caches after the thread slept, "
+        "which a hot loop does not show (an explanation, not measured). Doing the id and missed-frame bookkeeping outside Python would take "
         "a transport that counts, which pvaccess does not offer."
     )
     w(
