@@ -1,24 +1,23 @@
 """What our consumer adds per frame to a bare pvaccess callback, timed in one process.
 
-    python benchmarks/callback_cost.py [--size 128] [--frames 100000] [--repeats 5]
+    python benchmarks/callback_cost.py [--size 128] [--frames 100000] [--repeats 5] [-oc]
 
 The out-of-process figures of ``run.py``'s ``cpu`` benchmark put ours and the floors
 10-30% apart, with a run-to-run spread on this machine of the same order. This
 measures only the part that differs, without the transport and without that noise:
 the same NTNDArray (as our simulator serves it) is handed ``--frames`` times, its
-``uniqueId`` one higher each time, to
+``uniqueId`` one higher each time, to a floor's callback and to our consumer's monitor
+callback (``Receiver._on_update``: pinning, id, counting, the passthrough processor,
+latency sampling at the rate of a 3 kHz stream), alternating, each repeat; thread CPU
+time over the calls, less a loop that only sets the id. Without ``-oc`` the floor is
+``floor.py --ids``'s callback (read the id, count the gaps); with ``-oc`` (ours with an
+output channel) it is ``floor_republish.py``'s (count, ``PvaServer.update``).
 
-- ``frame-checking floor``: ``floor.py --ids``'s callback (read the id, count gaps);
-- ``ours``: our consumer's monitor callback (``Receiver._on_update``: pinning, id,
-  counting, the passthrough processor, latency sampling at the rate of a 3 kHz stream);
-- ``republishing floor``: ``floor_republish.py``'s callback (count, ``PvaServer.update``);
-- ``ours -oc``: the same consumer with an output channel;
-
-alternating, each repeat, thread CPU time over the calls, less a loop that only sets
-the id. The consumer is a real one (``pvhpc.runtime.consumer.Consumer``, started, its
-status channel up) monitoring a record of this process; the calls come from the main
-thread instead of pvaccess's monitor thread. Prints one JSON line: per variant the
-median µs per call and the spread, and the differences ours - floor.
+The consumer is a real one (``pvhpc.runtime.consumer.Consumer``, started, its status
+channel up) monitoring a record of this process; the calls come from the main thread
+instead of pvaccess's monitor thread. Prints one JSON line: the median µs per call of
+the floor and of ours, the median difference and its spread; exits 1 unless every call
+was counted as processed with no id missed.
 """
 
 from __future__ import annotations

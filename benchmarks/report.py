@@ -140,7 +140,7 @@ def render(results: dict, cfg) -> tuple[str, dict]:
         work_section(w, results["work"], _lossless_row)
     if "callback" in results:
         callback_section(w, results["callback"], results.get("cpu") or {})
-    profile_section(w, results)
+    profile_section(w)
     _method_section(w, cfg)
     return "\n".join(out) + "\n", plot_data
 

@@ -275,7 +275,7 @@ def work_section(w, work: dict, lossless_row) -> None:
     )
 
 
-def profile_section(w, results: dict) -> None:
+def profile_section(w) -> None:
     w("## Where a consumer's time goes\n")
     w(
         "Profiled with an evenly paced 128×128 source at 3–5 kHz: "
