@@ -189,6 +189,30 @@ def test_flight_recorder_dumps_on_a_trigger_and_on_command(procs, prefix, tmp_pa
     assert "flight recorder: 2 dump(s)" in rec.output()
 
 
+def test_flight_recorder_keeps_within_its_memory_limit(procs, prefix, tmp_path):
+    """--ring 5 of a 50 fps stream would be 250 frames; --ring-memory holds 10 (32×24
+    uint8 frames, 768 bytes each): the ring keeps the last 10, the progress line counts
+    the frames that left early, and the dump writes the last 10 and says so."""
+    channel, ctl = f"{prefix}:img", f"{prefix}:rec:control"
+    procs.start("sim", "-cn", channel, "-nx", NX, "-ny", NY, "-fps", "50", "-rt", "0",
+                "-std", "2", name="sim")  # fmt: skip
+    limit = 10 * NX * NY
+    rec, status = start_recorder(procs, channel, tmp_path / "ring.h5", "--ring", "5",
+                                 "--ring-memory", str(limit), "-cc", ctl)  # fmt: skip
+    wait_for(lambda: user_stats(status)["nRingEvicted"] >= 40, 30, "a full ring", procs=procs)
+    stats = user_stats(status)
+    assert stats["ringFrames"] == 10 and stats["ringBytes"] == limit, stats
+    answer = control(ctl, "dump")
+    assert "writing 10 frames" in answer and "--ring-memory 7.7 kB, was reached" in answer, answer
+    wait_for(lambda: user_stats(status)["nFiles"] >= 1, 30, "the dump", procs=procs)
+    rec.signal(signal.SIGINT)
+    assert rec.wait(30) == 0, rec.output()[-3000:]
+    with Recording(str(tmp_path / "ring_0001.h5")) as r:
+        ids = list(r.ids)
+        assert ids == list(range(ids[0], ids[0] + 10)), ids
+    assert final_report(rec)["userStats"]["nRingEvicted"] >= 40
+
+
 def test_a_looped_replay_never_restarts_its_ids(procs, prefix, tmp_path):
     source = tmp_path / "short.h5"
     recorder = Recorder(RecordSettings(str(source), channel="cam"))

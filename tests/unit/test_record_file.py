@@ -10,6 +10,7 @@ import pytest
 
 from pvhpc.errors import UsageError
 from pvhpc.ntnda import get_attributes, get_codec, get_image, make_frame
+from pvhpc.processors.recorder import settings_from_config
 from pvhpc.record import Recorder, Recording, RecordSettings, capture_frame, parse_trigger
 from pvhpc.record.recorder import check_output_path
 from pvhpc.simulator import SimulatorConfig
@@ -166,6 +167,36 @@ def test_the_ring_dumps_exactly_its_last_seconds(tmp_path):
         assert shutter.values[0] == 1.0 and shutter.values[-1] == 0.0
 
 
+def test_the_ring_keeps_within_its_memory_limit_and_a_dump_says_what_it_covers(tmp_path):
+    size = image(0).nbytes  # 12 x 16 uint16: 384 bytes a frame
+    rec = Recorder(RecordSettings(str(tmp_path / "ring.h5"), ring_seconds=2.0, ring_bytes=5 * size))
+    for k in range(50):  # 10 frames a second: 2 s would be 20 frames, the limit holds 5
+        t = 100.0 + k / 10
+        rec.add_frame(capture_frame(make_frame(image(k), k + 1, time_stamp=t), t))
+    stats = rec.stats()
+    assert stats["ringFrames"] == 5 and stats["ringBytes"] == 5 * size
+    assert stats["nRingEvicted"] == 45  # every frame before 46 left for the limit, not age
+    message = rec.dump(now=104.95)
+    assert "writing 5 frames, ids 46-50, of the last 2 s" in message, message
+    assert "only the last 0.45 s" in message and "--ring-memory 1.9 kB" in message, message
+    rec.close()
+    with Recording(rec.files[0]) as dumped:
+        assert list(dumped.ids) == list(range(46, 51))
+        np.testing.assert_array_equal(dumped.image(4), image(49))
+
+
+def test_a_ring_within_its_memory_limit_dumps_without_a_remark(tmp_path):
+    rec = Recorder(RecordSettings(str(tmp_path / "ring.h5"), ring_seconds=1.0))
+    assert rec.settings.ring_limit > 1 << 20  # half of the machine's memory by default
+    for k in range(30):
+        t = 100.0 + k / 10
+        rec.add_frame(capture_frame(make_frame(image(k), k + 1, time_stamp=t), t))
+    message = rec.dump(now=102.95)
+    assert "ids 21-30" in message and "only the last" not in message, message
+    assert rec.stats()["nRingEvicted"] == 0
+    rec.close()
+
+
 def test_trigger_conditions_fire_on_an_edge():
     trigger = parse_trigger(" ca://x >= 2 ")
     assert trigger.endpoint.protocol == "ca" and trigger.threshold == 2
@@ -188,3 +219,23 @@ def test_files_that_are_no_recording_are_refused(tmp_path):
     record(tmp_path / "one.h5", n=1)
     with pytest.raises(UsageError, match="no recorded timing"):
         Replay(SimulatorConfig(input_file=str(tmp_path / "one.h5"), timing="original"))
+
+
+@pytest.mark.parametrize(
+    ("config", "words"),
+    [
+        ({}, "outputFile"),
+        ({"outputFile": "r.h5", "ringBytes": 10**6}, "ringBytes needs ringSeconds"),
+        ({"outputFile": "r.h5", "ringSeconds": 2, "ringBytes": -1}, "ringBytes must be"),
+        ({"outputFile": "r.h5", "trigger": "pva://s<1"}, "trigger needs ringSeconds"),
+        ({"outputFile": "r.h5", "maxFrames": 1.5}, "maxFrames must be"),
+    ],
+)
+def test_stream_recorder_configuration_mistakes_name_the_key(config, words):
+    with pytest.raises(UsageError, match=words):
+        settings_from_config(config)
+
+
+def test_stream_recorder_configuration_carries_the_ring_limit():
+    s = settings_from_config({"outputFile": "r.h5", "ringSeconds": 2, "ringBytes": 10**6})
+    assert (s.ring_seconds, s.ring_bytes, s.ring_limit) == (2.0, 10**6, 10**6)

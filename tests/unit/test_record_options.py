@@ -12,6 +12,7 @@ from pvhpc.cli import sim as sim_cli
 from pvhpc.ntnda import make_frame
 from pvhpc.options.record import build_parser, parse_size, record_config
 from pvhpc.record import Recorder, RecordSettings, capture_frame
+from pvhpc.record.session import progress_line
 
 
 def one_line(capsys, status: int, *words: str) -> None:
@@ -41,6 +42,8 @@ def test_record_mistakes(capsys, tmp_path, recording):
         (["-ic", "x", "-o", out, "--ring", "2"], ["--ring", "--control-channel"]),
         (["-ic", "x", "-o", out, "--trigger", "pva://s<1"], ["--trigger", "--ring"]),
         (["-ic", "x", "-o", out, "--ring", "2", "--trigger", "s<<1"], ["--trigger", "s<<1"]),
+        (["-ic", "x", "-o", out, "--ring-memory", "1G"], ["--ring-memory", "--ring SECONDS"]),
+        (["-ic", "x", "-o", out, "--ring", "2", "-rgm", "lots"], ["--ring-memory", "lots"]),
         (["-ic", "x", "-o", out, "-mc", "http://y"], ["--metadata-channels", "http"]),
         (["-ic", "x", "-o", out, "-ms", "lots"], ["--max-size", "lots"]),
         (["-ic", "x", "-o", out, "-mf", "-3"], ["--max-frames"]),
@@ -69,6 +72,8 @@ def test_record_options_make_the_consumer_and_recorder_settings(tmp_path):
             "2G",
             "-sqs",
             "7",
+            "-rgm",
+            "500M",
         ]  # fmt: skip
     )
     config, processor_args = record_config(args)
@@ -78,6 +83,7 @@ def test_record_options_make_the_consumer_and_recorder_settings(tmp_path):
     assert [str(m) for m in config.metadata_channels] == ["a", "ca://b", "shutter"]
     assert processor_args["metadataChannels"] == "pva://a,ca://b,pva://shutter"
     assert processor_args["fileBytes"] == 2 * 10**9 and processor_args["ringSeconds"] == 3
+    assert processor_args["ringBytes"] == 500 * 10**6
     assert parse_size("512") == 512 and parse_size("1.5k") == 1500 and parse_size("3MiB") == 3e6
 
 
@@ -95,3 +101,17 @@ def test_replay_mistakes(capsys, tmp_path, recording):
     ]
     for argv, words in cases:
         one_line(capsys, sim_cli.main(argv), *words)
+
+
+def test_record_progress_line_of_a_ring_at_its_memory_limit():
+    snapshot = {
+        "processorStats": {"nMissed": 0},
+        "receiverStats": {"nRejected": 0},
+        "userStats": {"ringFrames": 10, "ringSeconds": 0.18, "nDumps": 1, "nDumped": 10,
+                      "nRingEvicted": 240},
+    }  # fmt: skip
+    line = progress_line(snapshot, 38400.0)
+    assert line == (
+        "ring: 10 frames (0.2 s) in memory, 1 dump(s), 10 frames dumped "
+        "(memory limit: 240 frames left early), 0.0 MB/s, 0 missed"
+    ), line

@@ -101,6 +101,15 @@ def build_parser(prog: str = PROG) -> Parser:
         "'dump' control command or when --trigger fires [0: record everything]",
     )
     a(
+        "-rgm",
+        "--ring-memory",
+        type=parse_size,
+        default=0,
+        metavar="SIZE",
+        help="with --ring: the most frame data the ring keeps; a heavier stream keeps "
+        "fewer seconds [0: half of this machine's memory]",
+    )
+    a(
         "-tr",
         "--trigger",
         help="with --ring: dump when a metadata value makes CHANNEL OP NUMBER true, "
@@ -151,6 +160,8 @@ def record_config(args: argparse.Namespace) -> tuple[StageConfig, dict]:
     metadata = parse_channel_list(args.metadata_channels, "--metadata-channels")
     if args.trigger and not args.ring:
         raise UsageError("--trigger needs --ring SECONDS (it dumps the flight recorder)")
+    if args.ring_memory and not args.ring:
+        raise UsageError("--ring-memory needs --ring SECONDS (it limits the flight recorder)")
     if args.ring and not (args.trigger or args.control_channel):
         raise UsageError(
             "--ring needs a way to dump: --control-channel (for the 'dump' command) or --trigger"
@@ -162,6 +173,7 @@ def record_config(args: argparse.Namespace) -> tuple[StageConfig, dict]:
         "fileFrames": args.file_frames,
         "fileBytes": args.file_size,
         "ringSeconds": args.ring,
+        "ringBytes": args.ring_memory,
         "flushPeriod": args.flush_period,
     }
     if args.trigger:

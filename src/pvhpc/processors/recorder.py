@@ -20,6 +20,10 @@ Configuration keys (camelCase, as every processor's):
     Flight recorder: keep the last N seconds in memory only; ``configure`` with
     ``{"dump": true}`` (or ``pvhpc record``'s ``dump`` command, or ``trigger``)
     writes them to the next numbered file.
+``ringBytes`` [0: half of the machine's memory]
+    With ``ringSeconds``: the most frame data the ring keeps; when the last
+    ``ringSeconds`` of the stream would take more, the oldest frames leave it early
+    (``nRingEvicted``), and a dump says how many seconds it covers.
 ``trigger``
     ``[pva://|ca://]NAME OP NUMBER`` (OP ``< <= > >= == !=``): dump when a value of
     that metadata channel (one of the stage's ``--metadata-channels``) makes the
@@ -55,7 +59,7 @@ __all__ = ["StreamRecorder", "settings_from_config"]
 # The recorder's own thread drains metadata queues and flushes this often (s).
 _TICK = 0.02
 
-_INT_KEYS = ("maxFrames", "maxBytes", "fileFrames", "fileBytes")
+_INT_KEYS = ("maxFrames", "maxBytes", "fileFrames", "fileBytes", "ringBytes")
 
 
 def settings_from_config(config: dict, channel: str = "") -> RecordSettings:
@@ -80,6 +84,8 @@ def settings_from_config(config: dict, channel: str = "") -> RecordSettings:
     trigger = parse_trigger(config["trigger"], "trigger") if config.get("trigger") else None
     if trigger is not None and numbers["ringSeconds"] <= 0:
         raise UsageError("StreamRecorder: trigger needs ringSeconds (the flight recorder)")
+    if values["ringBytes"] and numbers["ringSeconds"] <= 0:
+        raise UsageError("StreamRecorder: ringBytes needs ringSeconds (the flight recorder)")
     return RecordSettings(
         output_file=path,
         channel=channel,
@@ -89,6 +95,7 @@ def settings_from_config(config: dict, channel: str = "") -> RecordSettings:
         file_frames=values["fileFrames"],
         file_bytes=values["fileBytes"],
         ring_seconds=numbers["ringSeconds"],
+        ring_bytes=values["ringBytes"],
         trigger=trigger,
         flush_period=numbers["flushPeriod"] or 1.0,
     )
@@ -209,6 +216,8 @@ class StreamRecorder(UserDataProcessor):
             "currentFile": pva.STRING,
             "ringFrames": pva.ULONG,
             "ringSeconds": pva.DOUBLE,
+            "ringBytes": pva.ULONG,
+            "nRingEvicted": pva.ULONG,
             "nDumps": pva.UINT,
             "nDumped": pva.ULONG,
             "lastDump": pva.STRING,

@@ -47,7 +47,9 @@ class RecordSettings:
 
     ``metadata`` maps each metadata channel to its protocol (``pva``/``ca``), as
     replay serves it again. ``ring_seconds > 0`` is the flight recorder: frames are
-    kept in memory for that long and written only by :meth:`Recorder.dump`.
+    kept in memory for that long and written only by :meth:`Recorder.dump`; never
+    more than ``ring_bytes`` of frame data (0: half of this machine's memory), the
+    oldest frames leaving early when a stream is too heavy for that.
     """
 
     output_file: str
@@ -58,14 +60,28 @@ class RecordSettings:
     file_frames: int = 0
     file_bytes: int = 0
     ring_seconds: float = 0.0
+    ring_bytes: int = 0
     trigger: Trigger | None = None
     flush_period: float = 1.0
     reserve_bytes: int = RESERVE_BYTES
 
     @property
+    def ring_limit(self) -> int:
+        """The most frame data the ring holds, bytes (``ring_bytes`` or its default)."""
+        return self.ring_bytes or default_ring_bytes()
+
+    @property
     def numbered(self) -> bool:
         """Whether files are numbered from the first one on."""
         return bool(self.file_frames or self.file_bytes or self.ring_seconds)
+
+
+def default_ring_bytes() -> int:
+    """Half of this machine's physical memory (1 GiB where it cannot be read)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
+    except (ValueError, OSError):
+        return 1 << 30
 
 
 def numbered_path(path: str, number: int) -> str:
@@ -120,6 +136,10 @@ class Recorder:
         self._ring: collections.deque[CapturedFrame] = collections.deque()
         self._ring_meta: collections.deque[tuple[str, Any, float, float]] = collections.deque()
         self._before: dict[str, tuple[str, Any, float, float]] = {}
+        self._ring_limit = settings.ring_limit if settings.ring_seconds > 0 else 0
+        self._ring_bytes = 0
+        #: Frames that left the ring before ring_seconds because of its memory limit.
+        self.n_ring_evicted = 0
         self.n_dumps = 0
         self.n_dumped = 0
         self.last_dump = ""
@@ -312,14 +332,28 @@ class Recorder:
     # -- flight recorder --------------------------------------------------------------
 
     def _keep_in_ring(self, frame: CapturedFrame) -> None:
-        self._ring.append(frame)
+        ring = self._ring
+        ring.append(frame)
+        self._ring_bytes += frame.payload.size
         self._trim_ring(frame.arrival)
+        if self._ring_bytes > self._ring_limit and len(ring) > 1:
+            if not self.n_ring_evicted:
+                logger.warning(
+                    "flight recorder: %s of memory (--ring-memory) holds %.3g s of this "
+                    "stream, not the %g s of --ring; older frames leave it early",
+                    _size(self._ring_limit),
+                    frame.arrival - ring[0].arrival,
+                    self.settings.ring_seconds,
+                )
+            while self._ring_bytes > self._ring_limit and len(ring) > 1:
+                self._ring_bytes -= ring.popleft().payload.size
+                self.n_ring_evicted += 1
 
     def _trim_ring(self, now: float) -> None:
         start = now - self.settings.ring_seconds
         ring = self._ring
         while ring and ring[0].arrival < start:
-            ring.popleft()
+            self._ring_bytes -= ring.popleft().payload.size
         meta = self._ring_meta
         while meta and meta[0][3] < start:
             update = meta.popleft()
@@ -350,10 +384,16 @@ class Recorder:
                 )
                 self._dump_thread.start()
             self._dumps.put((path, frames, meta))
-        return (
+        text = (
             f"dump ({reason}): writing {len(frames)} frames, ids {frames[0].unique_id}-"
             f"{frames[-1].unique_id}, of the last {s.ring_seconds:g} s to {path}"
         )
+        if self.n_ring_evicted and frames[0].arrival - start > 1.5 * _spacing(frames):
+            text += (
+                f" (only the last {now - frames[0].arrival:.3g} s: the ring's memory "
+                f"limit, --ring-memory {_size(self._ring_limit)}, was reached)"
+            )
+        return text
 
     def _dump_loop(self) -> None:
         while True:
@@ -407,6 +447,8 @@ class Recorder:
                 "storedBytes": self.stored_bytes,
                 "currentFile": current or (self.files[-1] if self.files else ""),
                 "ringFrames": len(ring),
+                "ringBytes": self._ring_bytes,
+                "nRingEvicted": self.n_ring_evicted,
                 "ringSeconds": (ring[-1].arrival - ring[0].arrival) if len(ring) > 1 else 0.0,
                 "nDumps": self.n_dumps,
                 "nDumped": self.n_dumped,
@@ -422,6 +464,11 @@ def _free_bytes(path: str) -> int:
     except OSError:
         return 1 << 62
     return st.f_bavail * st.f_frsize
+
+
+def _spacing(frames: list[CapturedFrame]) -> float:
+    """The mean arrival spacing of ``frames`` (0 for one frame)."""
+    return (frames[-1].arrival - frames[0].arrival) / (len(frames) - 1) if len(frames) > 1 else 0.0
 
 
 def _size(n: float) -> str:

@@ -63,6 +63,8 @@ def progress_line(snapshot: dict, rate: float) -> str:
             f"ring: {user['ringFrames']} frames ({user.get('ringSeconds', 0.0):.1f} s) in "
             f"memory, {user.get('nDumps', 0)} dump(s), {user.get('nDumped', 0)} frames dumped"
         )
+        if user.get("nRingEvicted"):
+            text += f" (memory limit: {user['nRingEvicted']} frames left early)"
     else:
         text = f"{where}: {user.get('nRecorded', 0)} frames, {_mb(user.get('storedBytes', 0))}"
     text += f", {rate / 1e6:.1f} MB/s, {missed} missed"
