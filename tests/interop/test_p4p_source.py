@@ -28,6 +28,7 @@ from harness import (
     ROOT,
     accounted,
     final_reports,
+    json_reports,
     pv_get,
     recorded,
     wait_accounted,
@@ -291,4 +292,54 @@ def test_two_consumers_split_a_p4p_source_served_through_the_mirror(
     reports = final_reports(c)
     assert sum(accounted(r) for r in reports.values()) == N_FRAMES
     assert all(r["processorStats"]["nMissed"] == 0 for r in reports.values())
+    assert mirror.stop() == 0
+
+
+def test_a_consumer_killed_behind_the_mirror_of_a_p4p_source_comes_back_and_every_frame_counts(
+    procs, prefix, tmp_path, p4p_source
+):
+    """Consumer death against a source we did not write: a PVXS source, two consumers
+    sharing it through our mirror's distributor, with --restart-failed. Consumer 2 is
+    killed between two halves of the stream; it comes back with the same id and takes
+    frames of the second half, and the set's final report puts every posted frame in
+    a counter (what the dead one held counted as lost with it)."""
+    src = p4p_source()
+    dst = f"{prefix}:dist"
+    mirror = start_mirror(procs, dst, src.channel)
+    c = consumer(procs, prefix, tmp_path, dst, "-nc", "2", "-du", "1", "--restart-failed")
+    statuses = [f"{prefix}:c:{i}:status" for i in (1, 2)]
+    for ch in statuses:
+        wait_receiving(procs, ch)
+    src.publish(range(1, N_FRAMES + 1), RATE)
+    wait_accounted(statuses, N_FRAMES, procs)
+    old_pid = pv_get(statuses[1])["pid"]
+    os.kill(old_pid, signal.SIGKILL)
+    c.wait_for_output(r"consumer 2 ended unexpectedly \(killed by signal 9\); starting it", 20)
+    wait_for(
+        lambda: (
+            (s := pv_get(statuses[1], timeout=2))["pid"] != old_pid
+            and s["receiverStats"]["nReceived"] >= 1
+        ),
+        40,
+        "consumer 2 to come back and connect to the mirror",
+        procs=procs,
+    )
+    sent = 2 * N_FRAMES
+    src.publish(range(N_FRAMES + 1, sent + 1), RATE)
+    wait_for(
+        lambda: max(pv_get(ch)["processorStats"]["lastObjectId"] for ch in statuses) >= sent,
+        30,
+        "the set to reach the end of the stream",
+        procs=procs,
+    )
+    c.signal(signal.SIGINT)
+    assert c.wait(30) == 0, c.output()[-3000:]
+    sets = [r for r in json_reports(c) if r.get("kind") == "consumer-set"]
+    assert sets, c.output()[-3000:]
+    report = sets[-1]
+    counted = sum(report[k] for k in ("processed", "missed", "rejected", "errors", "nLost"))
+    assert counted == sent, report
+    second = recorded(str(tmp_path / "c-{processorId}.json"), 2)["ids"]
+    assert second and all(i > N_FRAMES for i in second), second
+    assert "Traceback" not in c.output()
     assert mirror.stop() == 0

@@ -187,7 +187,7 @@ def test_the_ring_keeps_within_its_memory_limit_and_a_dump_says_what_it_covers(t
 
 def test_a_ring_within_its_memory_limit_dumps_without_a_remark(tmp_path):
     rec = Recorder(RecordSettings(str(tmp_path / "ring.h5"), ring_seconds=1.0))
-    assert rec.settings.ring_limit > 1 << 20  # half of the machine's memory by default
+    assert rec.settings.ring_limit > 1 << 20  # a quarter of the machine's memory by default
     for k in range(30):
         t = 100.0 + k / 10
         rec.add_frame(capture_frame(make_frame(image(k), k + 1, time_stamp=t), t))

@@ -107,7 +107,7 @@ def build_parser(prog: str = PROG) -> Parser:
         default=0,
         metavar="SIZE",
         help="with --ring: the most frame data the ring keeps; a heavier stream keeps "
-        "fewer seconds [0: half of this machine's memory]",
+        "fewer seconds [0: a quarter of this machine's memory]",
     )
     a(
         "-tr",

@@ -20,7 +20,7 @@ Configuration keys (camelCase, as every processor's):
     Flight recorder: keep the last N seconds in memory only; ``configure`` with
     ``{"dump": true}`` (or ``pvhpc record``'s ``dump`` command, or ``trigger``)
     writes them to the next numbered file.
-``ringBytes`` [0: half of the machine's memory]
+``ringBytes`` [0: a quarter of the machine's memory]
     With ``ringSeconds``: the most frame data the ring keeps; when the last
     ``ringSeconds`` of the stream would take more, the oldest frames leave it early
     (``nRingEvicted``), and a dump says how many seconds it covers.

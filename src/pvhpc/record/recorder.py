@@ -48,7 +48,7 @@ class RecordSettings:
     ``metadata`` maps each metadata channel to its protocol (``pva``/``ca``), as
     replay serves it again. ``ring_seconds > 0`` is the flight recorder: frames are
     kept in memory for that long and written only by :meth:`Recorder.dump`; never
-    more than ``ring_bytes`` of frame data (0: half of this machine's memory), the
+    more than ``ring_bytes`` of frame data (0: a quarter of this machine's memory), the
     oldest frames leaving early when a stream is too heavy for that.
     """
 
@@ -77,9 +77,10 @@ class RecordSettings:
 
 
 def default_ring_bytes() -> int:
-    """Half of this machine's physical memory (1 GiB where it cannot be read)."""
+    """A quarter of this machine's physical memory, 1 GiB where it cannot be read (a
+    dump being written holds its frames as well as the ring)."""
     try:
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 4
     except (ValueError, OSError):
         return 1 << 30
 
