@@ -197,6 +197,20 @@ def test_a_ring_within_its_memory_limit_dumps_without_a_remark(tmp_path):
     rec.close()
 
 
+def test_a_dump_says_which_frames_of_another_shape_it_left_out(tmp_path, caplog):
+    rec = Recorder(RecordSettings(str(tmp_path / "ring.h5"), ring_seconds=10.0))
+    for k in range(6):  # frames 4-6 are smaller: a detector whose ROI changed
+        shape = (12, 16) if k < 3 else (4, 4)
+        t = 100.0 + k / 10
+        rec.add_frame(capture_frame(make_frame(image(k, shape), k + 1, time_stamp=t), t))
+    assert "writing 6 frames" in rec.dump(now=100.55)
+    rec.close()
+    assert rec.n_dumped == 3
+    assert "3 frame(s) left out, their shape, type or codec differs" in caplog.text
+    with Recording(rec.files[0]) as dumped:
+        assert list(dumped.ids) == [1, 2, 3]
+
+
 def test_trigger_conditions_fire_on_an_edge():
     trigger = parse_trigger(" ca://x >= 2 ")
     assert trigger.endpoint.protocol == "ca" and trigger.threshold == 2

@@ -412,13 +412,14 @@ class Recorder:
     def _write_dump(self, path: str, frames: list[CapturedFrame], meta: list) -> None:
         s = self.settings
         record = RecordFile(path, frames[0], s.channel, s.metadata)
-        written = 0
+        written = other_layout = 0
         try:
             for update in meta:
                 record.add_metadata(*update)
             for frame in frames:
                 if frame.layout != record.layout:
-                    continue  # kept to the first layout; a dump is one file
+                    other_layout += 1  # kept to the first layout; a dump is one file
+                    continue
                 if _free_bytes(path) - frame.payload.size < s.reserve_bytes:
                     logger.error("disk full: dump to %s stopped after %d frames", path, written)
                     break
@@ -430,6 +431,13 @@ class Recorder:
                 self.files.append(path)
                 self.n_dumped += written
                 self.stored_bytes += record.stored_bytes
+        if other_layout:
+            logger.warning(
+                "dump to %s: %d frame(s) left out, their shape, type or codec differs from "
+                "the dump's first frame (a dump is one file)",
+                path,
+                other_layout,
+            )
         logger.info("dumped %d frames to %s", written, path)
 
     # -- statistics -------------------------------------------------------------------
