@@ -257,6 +257,10 @@ class Stage(ControlCommands):
             self.queue.wake()
         if self._processing_thread is not None:
             self._processing_thread.join()
+            # A monitor callback that was still running when the receivers stopped
+            # may have queued its frame after the thread's last drain.
+            for oid, pv in self.queue.get_batch(0, drain=True):
+                self.process_one(pv, oid)
         for m in self.metadata:
             m.stop()
         try:
