@@ -139,8 +139,10 @@ class Recorder:
         self._before: dict[str, tuple[str, Any, float, float]] = {}
         self._ring_limit = settings.ring_limit if settings.ring_seconds > 0 else 0
         self._ring_bytes = 0
-        #: Frames that left the ring before ring_seconds because of its memory limit.
+        #: Frames that left the ring before ring_seconds because of its memory limit,
+        #: and the arrival time of the last of them.
         self.n_ring_evicted = 0
+        self._last_evicted = 0.0
         self.n_dumps = 0
         self.n_dumped = 0
         self.last_dump = ""
@@ -347,7 +349,9 @@ class Recorder:
                     self.settings.ring_seconds,
                 )
             while self._ring_bytes > self._ring_limit and len(ring) > 1:
-                self._ring_bytes -= ring.popleft().payload.size
+                evicted = ring.popleft()
+                self._ring_bytes -= evicted.payload.size
+                self._last_evicted = evicted.arrival
                 self.n_ring_evicted += 1
 
     def _trim_ring(self, now: float) -> None:
@@ -389,7 +393,7 @@ class Recorder:
             f"dump ({reason}): writing {len(frames)} frames, ids {frames[0].unique_id}-"
             f"{frames[-1].unique_id}, of the last {s.ring_seconds:g} s to {path}"
         )
-        if self.n_ring_evicted and frames[0].arrival - start > 1.5 * _spacing(frames):
+        if self.n_ring_evicted and self._last_evicted >= start:  # the window lost frames
             text += (
                 f" (only the last {now - frames[0].arrival:.3g} s: the ring's memory "
                 f"limit, --ring-memory {_size(self._ring_limit)}, was reached)"
@@ -473,11 +477,6 @@ def _free_bytes(path: str) -> int:
     except OSError:
         return 1 << 62
     return st.f_bavail * st.f_frsize
-
-
-def _spacing(frames: list[CapturedFrame]) -> float:
-    """The mean arrival spacing of ``frames`` (0 for one frame)."""
-    return (frames[-1].arrival - frames[0].arrival) / (len(frames) - 1) if len(frames) > 1 else 0.0
 
 
 def _size(n: float) -> str:

@@ -166,9 +166,6 @@ class Stage(ControlCommands):
         while not self._receiving_ended.is_set():
             for oid, pv in queue.get_batch(0.2):
                 process(pv, oid)
-        # Stop: everything already received is processed before the processor stops.
-        for oid, pv in queue.get_batch(0, drain=True):
-            process(pv, oid)
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -257,8 +254,10 @@ class Stage(ControlCommands):
             self.queue.wake()
         if self._processing_thread is not None:
             self._processing_thread.join()
-            # A monitor callback that was still running when the receivers stopped
-            # may have queued its frame after the thread's last drain.
+            # Everything received is processed before the processor stops: drained
+            # here, after the thread ended, so that a frame a monitor callback still
+            # queued while the receivers stopped is not left behind.
+            assert self.queue is not None
             for oid, pv in self.queue.get_batch(0, drain=True):
                 self.process_one(pv, oid)
         for m in self.metadata:
