@@ -28,6 +28,8 @@ from .errors import UsageError
 __all__ = ["ChannelMapping", "parse_channel_map", "format_channel_map", "PROVIDERS"]
 
 PROVIDERS = ("pva", "ca")
+# The distributor part of a request, ``_[pydistributor=...]`` (any plugin name).
+_DISTRIBUTOR = re.compile(r"(_\[\s*\w*distributor\s*=)([^\]]*)\]")
 SYNTAX = "(dst,src[,pva|ca[,srcQueueSize[,nSrcMonitors,srcRequest]]])"
 
 # Characters that would make a name ambiguous inside the map, or are never part of
@@ -59,6 +61,8 @@ class ChannelMapping:
         (for example ``_[pydistributor=updates:1]`` or ``value,timeStamp``) is
         wrapped in ``field(...)``. ``record[queueSize=N]`` is prepended when a source
         queue was asked for, unless the request already has its own ``record[...]``.
+        A distributor part without ``group:`` is given ``group:<src>``, so that the
+        monitors of two mirrored channels of one source server never share a group.
         """
         request = (self.src_request or "").strip()
         if not request:
@@ -67,6 +71,16 @@ class ChannelMapping:
             field = request
         else:
             field = f"field({request})"
+        # A distributor request without a group gets one named after the source
+        # channel: the plugin's groups are server-wide (see StageConfig.monitor_request).
+        field = _DISTRIBUTOR.sub(
+            lambda m: (
+                m.group(0)
+                if re.search(r"(^|;)\s*group:", m.group(2))
+                else f"{m.group(1)}group:{self.src};{m.group(2)}]"
+            ),
+            field,
+        )
         if self.src_queue_size > 0 and "record[" not in field:
             return f"record[queueSize={self.src_queue_size}]{field}"
         return field

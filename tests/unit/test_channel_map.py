@@ -36,7 +36,15 @@ def test_defaults_and_whitespace():
         ("(a,b,pva,1000)", "record[queueSize=1000]field()"),
         (
             "(a,b,pva,100,2,_[pydistributor=updates:1])",
-            "record[queueSize=100]field(_[pydistributor=updates:1])",
+            "record[queueSize=100]field(_[pydistributor=group:b;updates:1])",
+        ),
+        (
+            "(a,b:c,pva,0,2,field(_[distributor=set:s;updates:2]))",
+            "field(_[distributor=group:b:c;set:s;updates:2])",
+        ),
+        (
+            "(a,b,pva,0,2,_[pydistributor=updates:1;group:mine])",
+            "field(_[pydistributor=updates:1;group:mine])",
         ),
         ("(a,b,pva,0,1,field(value,timeStamp))", "field(value,timeStamp)"),
         ("(a,b,pva,0,1,value,timeStamp)", "field(value,timeStamp)"),

@@ -64,12 +64,23 @@ class StageConfig:
             return self.distributor_plugin
         return None
 
-    def monitor_request(self) -> str:
-        """The monitor request for this stage's input channel(s)."""
+    def monitor_request(self, channel: str | None = None) -> str:
+        """The monitor request for this stage's input channel(s).
+
+        With the distributor and no ``distributor_group``, a request for ``channel``
+        names its group after the channel: the plugin keeps one table of groups for
+        the whole server process (pvaccess's pydistributor and pvDatabase's
+        distributor alike), so consumers of two channels of one server in the
+        plugin's default group would share one rotation, and each channel's frames
+        that fell to a consumer of the other channel would reach no one.
+        """
+        group = self.distributor_group
+        if not group and channel and self.distributor:
+            group = channel
         return monitor_request(
             server_queue_size=self.server_queue_size,
             distributor_plugin=self.distributor_plugin,
-            group=self.distributor_group,
+            group=group,
             set_name=self.distributor_set,
             trigger=self.distributor_trigger,
             updates=self.distributor_updates,

@@ -35,7 +35,7 @@ class Consumer(Stage):
         self.tracker = IdTracker(offset, self._run_length())
         #: The source's id when the consumer stopped (read then), or None.
         self.source_last_id: int | None = None
-        self.request = config.monitor_request()
+        self.request = config.monitor_request(config.input_channel)
         if self.queue is not None:
             put = self.queue.put
             tracker = self.tracker

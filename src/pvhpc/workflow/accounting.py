@@ -188,7 +188,7 @@ def _over_accounting_warning(check: SetCheck, over: set[str]) -> str:
         )
     if cset.distributor is not None:
         group = cset.distributor[0]
-        which = f"group {group!r}" if group else "the default group"
+        which = f"group {group!r}" if group else f"group {cset.channels[0]!r}, the default"
         return (
             f"{head} Likely cause: another client reads {cset.channels[0]} through the "
             f"distributor in the same group ({which}), e.g. a second copy of this "
