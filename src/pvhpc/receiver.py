@@ -399,6 +399,16 @@ class Receiver:
             self.logger.debug("cannot read the current id of %s: %s", self.channel_name, exc)
             return None
 
+    def source_fields(self, fields: str, timeout: float = 2.0) -> Any:
+        """These fields (``a,b``) of the source's current object, or None."""
+        try:
+            channel = pva.Channel(self.channel_name, self.provider)
+            channel.setTimeout(timeout)
+            return channel.get(f"field({fields})")
+        except pva.PvaException as exc:
+            self.logger.debug("cannot read %s of %s: %s", fields, self.channel_name, exc)
+            return None
+
     def sample(self, timeout: float = 0.2) -> Any:
         """The source's current object (a get of the whole structure), or None if the
         source does not answer within ``timeout`` seconds. Blocks; main thread."""

@@ -1,4 +1,6 @@
-"""The distributor plugin keeps one table of groups for a whole server process: two
+"""Two ways the distributor plugin gives frames to no one, and what pvhpc does.
+
+Groups. The distributor plugin keeps one table of groups for a whole server process: two
 channels of one server whose consumers all use the plugin's default group share one
 rotation, and a frame of channel X that falls to a consumer of channel Y reaches no
 one. Measured before the fix (our mirror serving two channels, a set of two
@@ -8,10 +10,16 @@ channel's frames and counted the rest as missed.
 A consumer without ``--distributor-group`` now names its group after its input
 channel, and so does the mirror's source monitor; these tests run both cases on real
 processes and check that every frame of both channels arrives exactly once.
+
+Trigger. The plugin tells frames apart by its trigger field (``timeStamp`` unless
+``-dt``): of frames with equal timestamps it passes on only the first. A consumer
+set cannot see those frames, but it can count them: the parent reports the ids no
+consumer accounted for, and the consumer that got the first frame says why.
 """
 
 from __future__ import annotations
 
+import re
 import time
 
 import numpy as np
@@ -21,6 +29,7 @@ import pytest
 from harness import (
     Recorder,
     final_reports,
+    json_reports,
     pv_get,
     recorded,
     recording_consumer,
@@ -34,14 +43,14 @@ pytestmark = pytest.mark.e2e
 N = 200
 
 
-def frame(unique_id: int) -> pva.NtNdArray:
+def frame(unique_id: int, stamp: bool = True) -> pva.NtNdArray:
     f = pva.NtNdArray()
     f["uniqueId"] = unique_id
     f["value"] = {"ubyteValue": np.full(64, unique_id % 256, dtype=np.uint8)}
     f["dimension"] = [pva.PvDimension(8, 0, 8, 1, False), pva.PvDimension(8, 0, 8, 1, False)]
     # The distributor's trigger field: an update whose timeStamp did not change is
     # not a new one to it.
-    now = time.time()
+    now = time.time() if stamp else 0.0
     f["timeStamp"] = pva.PvTimeStamp(int(now), int((now % 1) * 1e9))
     return f
 
@@ -58,12 +67,13 @@ def two_sources(prefix):
     server.stop()
 
 
-def publish_both(server, names, n: int = N, rate: float = 400.0) -> list[int]:
-    """Frames 1..n on every channel, interleaved, paced at ``rate`` per channel."""
+def publish_both(server, names, n: int = N, rate: float = 400.0, stamp=True) -> list[int]:
+    """Frames 1..n on every channel, interleaved, paced at ``rate`` per channel;
+    ``stamp=False``: every frame with the same (zero) timeStamp."""
     start = time.monotonic()
     for k in range(1, n + 1):
         for name in names:
-            server.update(name, frame(k))
+            server.update(name, frame(k, stamp))
         delay = start + k / rate - time.monotonic()
         if delay > 0:
             time.sleep(delay)
@@ -146,3 +156,35 @@ def test_mirror_source_monitors_of_two_channels_of_one_server_share_nothing(
         for r in recorders:
             r.close()
     assert mirror.stop() == 0
+
+
+@pytest.mark.parametrize("trigger", [None, "uniqueId"], ids=["timeStamp", "dt-uniqueId"])
+def test_frames_the_distributor_gives_to_no_one_are_counted_and_explained(
+    procs, prefix, tmp_path, two_sources, trigger
+):
+    server, srcs = two_sources
+    extra = ["-dt", trigger] if trigger else []
+    c = recording_consumer(
+        procs, prefix, tmp_path, "-ic", srcs[0], "-nc", 2, "-du", 1, "-sqs", 100, *extra,
+        name="set",
+    )  # fmt: skip
+    statuses = [f"{prefix}:c:{i}:status" for i in (1, 2)]
+    wait_all_receiving(statuses, procs)
+    sent = publish_both(server, srcs[:1], stamp=False)
+    wait_accounted(statuses, len(sent), procs, quiet=2)
+    assert c.stop() == 0
+    (summary,) = [r for r in json_reports(c) if r.get("kind") == "consumer-set"]
+    counted = sum(summary[k] for k in ("processed", "missed", "rejected", "errors"))
+    if trigger:  # split on the id: every frame processed
+        assert summary["processed"] == len(sent) and summary["nUnaccounted"] == 0, summary
+        return
+    assert summary["processed"] < len(sent) // 2, summary
+    assert counted + summary["nUnaccounted"] == len(sent), summary
+    assert summary["nUnaccounted"] > 0, summary
+    out = c.output()
+    assert re.search(
+        rf"WARNING: {summary['nUnaccounted']} frame\(s\) of {srcs[0]} \(ids 1\.\.{len(sent)}\) "
+        r"reached no consumer of this set",
+        out,
+    ), out[-3000:]
+    assert "did not change from id" in out and "-dt uniqueId" in out, out[-3000:]

@@ -97,3 +97,29 @@ def test_source_restarts_are_separate_streams_also_for_a_respawned_child():
     assert s["nEpochs"] == 2
     assert s["nLost"] == 5, s  # 52, 54, 56, 58, 60 of the first stream
     assert s["processed"] + s["nLost"] == 61 + 40
+
+
+def test_ids_no_live_child_accounted_for_are_unaccounted_in_a_whole_stream_set():
+    """Child 2 got nothing (the distributor gave its share to no one): it cannot count
+    its share as missed; the set can, from the ids its siblings saw."""
+    for whole, expected in ((True, 50), (False, 0)):
+        ledger = SetLedger(whole_stream=whole)
+        a, b = Child(1), Child(2)
+        for oid in range(1, 101, 2):
+            a.process(oid)
+        ledger.take(a.message(final=True, source_last=100), "consumerId")
+        ledger.take(b.message(final=True), "consumerId")
+        s = ledger.summary()
+        assert s["nUnaccounted"] == expected and s["nLost"] == 0, s
+        if whole:
+            assert (s["first"], s["last"]) == (1, 100)
+
+
+def test_a_whole_stream_set_that_accounted_for_everything_has_nothing_unaccounted():
+    ledger = SetLedger(whole_stream=True)
+    a, b = Child(1), Child(2)
+    for oid in range(1, 101):
+        (a if oid % 2 else b).process(oid)
+    ledger.take(a.message(final=True, source_last=100), "consumerId")
+    ledger.take(b.message(final=True, source_last=100), "consumerId")
+    assert ledger.summary()["nUnaccounted"] == 0

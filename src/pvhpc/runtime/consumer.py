@@ -35,6 +35,8 @@ class Consumer(Stage):
         self.tracker = IdTracker(offset, self._run_length())
         #: The source's id when the consumer stopped (read then), or None.
         self.source_last_id: int | None = None
+        #: (id, trigger field) of the first objects received, with the distributor.
+        self._trigger_samples: list[tuple] = []
         self.request = config.monitor_request(config.input_channel)
         if self.queue is not None:
             put = self.queue.put
@@ -73,6 +75,8 @@ class Consumer(Stage):
         self.setup_processor(self.receiver.sample)
         if self.publisher.guessed:
             self.receiver.first_update = self.learn_output_type
+        if self.config.distributor:
+            self._watch_trigger()
         self.start_common()
         self.logger.info(
             "consumer %s: monitoring %s with request %s (expected id offset %d)",
@@ -82,6 +86,56 @@ class Consumer(Stage):
             self.tracker.offset,
         )
         self.receiver.start()
+
+    def _trigger_field(self) -> str:
+        return self.config.distributor_trigger or "timeStamp"
+
+    def _watch_trigger(self) -> None:
+        """Keep the id and trigger field of the first two objects the monitor sends
+        (the source's current one, then the first frame it hands on), in the monitor
+        thread, to tell at stop whether the source changes its trigger field from
+        frame to frame (see :meth:`_trigger_remark`)."""
+        then = self.receiver.first_update
+        trigger, oid_field = self._trigger_field(), self.config.oid_field
+        samples = self._trigger_samples
+
+        def keep(pv: Any) -> None:
+            try:
+                samples.append((pv[oid_field], pv[trigger]))
+            except Exception:  # noqa: BLE001 - no such field: nothing to compare
+                pass
+
+        def first(pv: Any) -> None:
+            keep(pv)
+            self.receiver.first_update = keep
+            if then is not None:
+                then(pv)
+
+        self.receiver.first_update = first
+
+    def _trigger_remark(self) -> str:
+        """With the distributor: why frames never arrived, if the source's trigger field
+        did not change while its id did (the plugin then hands on only the first)."""
+        if not self._trigger_samples:
+            return ""
+        trigger = self._trigger_field()
+        now = self.receiver.source_fields(f"{self.config.oid_field},{trigger}")
+        if now is None:
+            return ""
+        try:
+            oid, value = now[self.config.oid_field], now[trigger]
+        except Exception:  # noqa: BLE001 - a source re-created with another structure
+            return ""
+        same = [i for i, v in self._trigger_samples if v == value and i != oid]
+        if not same:
+            return ""
+        first_id = same[0]
+        return (
+            f". The source's {trigger} did not change from id {first_id} to id {oid}: "
+            f"the distributor tells frames apart by it and passes on only the first of "
+            f"frames with equal {trigger}s. Have the source set a new {trigger} on every "
+            f"frame, or give -dt {self.config.oid_field}"
+        )
 
     def on_tick(self) -> None:
         self.receiver.supervise()
@@ -116,12 +170,13 @@ class Consumer(Stage):
         if target is not None:
             lost = self.tracker.count_missed_until(target)
             if lost:
+                remark = self._trigger_remark() if self.config.distributor else ""
                 self.logger.warning(
-                    "%d frame(s) up to id %d, published by %s, never arrived; counted as "
-                    "missed (a server queue, -sqs, protects against this)",
+                    "%d frame(s) up to id %d, published by %s, never arrived; counted as missed%s",
                     lost,
                     target,
                     self.config.input_channel,
+                    remark or " (a server queue, -sqs, protects against this)",
                 )
 
     def stats(self) -> dict:

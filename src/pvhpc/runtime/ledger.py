@@ -100,8 +100,12 @@ class ChildRecord:
 class SetLedger:
     """The accounting of one consumer set run by one parent (main thread only)."""
 
-    def __init__(self) -> None:
+    def __init__(self, whole_stream: bool = False) -> None:
         self.children: dict[int, ChildRecord] = {}
+        #: The children together are meant to account for every id of the stream
+        #: (one distributor set, or copies): ids none of them accounted for are then
+        #: reported as unaccounted, also when no child died.
+        self.whole_stream = whole_stream
 
     def child(self, stage_id: int) -> ChildRecord:
         if stage_id not in self.children:
@@ -150,9 +154,9 @@ class SetLedger:
         }
         out = {"kind": "consumer-set", "consumers": sorted(self.children), **totals}
         out["lostWithConsumer"] = {}
-        out["nLost"] = 0
+        out["nLost"] = out["nUnaccounted"] = 0
         dead = [k for k in kids if k.deaths]
-        if not spans or not dead:
+        if not spans or not (dead or self.whole_stream):
             return out
         if ends:  # the source's last id at stop belongs to the latest epoch
             span = spans[max(spans)]
@@ -165,11 +169,18 @@ class SetLedger:
                     at = start - spans[e][0]
                     covered[e][at : at + step * count : step or 1] = True
         unaccounted = sum(int((~c).sum()) for c in covered.values())
+        no_id_errors = sum(k.counter("receiverStats", "nErrors") for k in kids)
+        if not dead:
+            # Ids of the stream that reached no child and that no child counted as
+            # missed (a child that got nothing cannot know which ids were its own).
+            out["nUnaccounted"] = max(0, unaccounted - totals["missed"] - no_id_errors)
+            if out["nUnaccounted"]:
+                out["first"], out["last"] = spans[min(spans)][0], spans[max(spans)][1]
+            return out
         # Counted by ids, so that a dead child's last report and its runs agree.
         for kind in ("processed", "rejected"):
             totals[kind] = sum(r[2] for k in kids for r in k.all_runs(kind))
         id_errors = sum(r[2] for k in kids for r in k.all_runs("errors"))
-        no_id_errors = sum(k.counter("receiverStats", "nErrors") for k in kids)
         totals["errors"] = id_errors + no_id_errors
         out.update(totals)
         # Ids no child accounted for are missed (a child's own count), objects without

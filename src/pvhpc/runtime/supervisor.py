@@ -83,7 +83,12 @@ class Supervisor:
         self.latest: dict[int, dict] = {}
         self.finals: dict[int, dict] = {}
         self.fatal: dict[str, list[int]] = {}  # one line -> the children that said it
-        self.ledger = SetLedger()
+        cfg0 = configs[0]
+        self.ledger = SetLedger(
+            whole_stream=self.kind == "consumer"
+            and cfg0.n_distributor_sets <= 1
+            and cfg0.oid_offset <= 0
+        )
         self.stop_reason = ""
 
     # -- children --------------------------------------------------------------------
@@ -252,6 +257,14 @@ class Supervisor:
                 child.process.join()
         return self._finish()
 
+    def _unaccounted_line(self, summary: dict) -> str:
+        cfg0 = self.configs[0]
+        return (
+            f"WARNING: {summary['nUnaccounted']} frame(s) of {cfg0.input_channel} "
+            f"(ids {summary['first']}..{summary['last']}) reached no {self.kind} of this "
+            f"set and none counted them as missed{_unaccounted_hint(cfg0)}"
+        )
+
     def _finish(self) -> int:
         cfg0 = self.configs[0]
         shown = [self.finals.get(k) or self.latest[k] for k in sorted(self.latest)]
@@ -271,6 +284,8 @@ class Supervisor:
                 f"ended ({'; '.join(lost['deaths'])}) and not reported as processed",
                 flush=True,
             )
+        if summary["nUnaccounted"]:
+            print(self._unaccounted_line(summary), flush=True)
         for message in self.fatal:
             sys.stderr.write(f"{self.prog}: error: {message}\n")
         children = self.children
@@ -288,6 +303,19 @@ class Supervisor:
             )
             return 2 if usage else 1
         return 0
+
+
+def _unaccounted_hint(config: StageConfig) -> str:
+    if not config.distributor:
+        return ""
+    group = config.distributor_group or config.input_channel
+    trigger = config.distributor_trigger or "timeStamp"
+    return (
+        f"; the distributor handed them to no consumer here: another client in its "
+        f"group {group!r} took them, or the source does not change {trigger!r} from "
+        f"frame to frame (the distributor then passes on only the first frame; "
+        f"-dt {config.oid_field} splits on the frame id instead)"
+    )
 
 
 def worth_showing(snapshots: list[dict], fatal: object, config: StageConfig) -> bool:
