@@ -310,11 +310,16 @@ def _unaccounted_hint(config: StageConfig) -> str:
         return ""
     group = config.distributor_group or config.input_channel
     trigger = config.distributor_trigger or "timeStamp"
-    return (
+    hint = (
         f"; the distributor handed them to no consumer here: another client in its "
-        f"group {group!r} took them, or the source does not change {trigger!r} from "
-        f"frame to frame (the distributor then passes on only the first frame; "
-        f"-dt {config.oid_field} splits on the frame id instead)"
+        f"group {group!r} took them"
+    )
+    if trigger == config.oid_field:
+        return hint
+    return (
+        f"{hint}, or the source does not change {trigger!r} from frame to frame (the "
+        f"distributor then passes on only the first frame; -dt {config.oid_field} "
+        f"splits on the frame id instead)"
     )
 
 
