@@ -382,3 +382,49 @@ def test_cli_check_prints_the_plan():
     )
     assert out.returncode == 0, out.stderr
     assert "start order:" in out.stdout and "pvhpc sim --channel-name=demo:image" in out.stdout
+
+
+MIRROR_TWO = """\
+external: [det:x, det:y]
+stages:
+  mirror:
+    type: mirror
+    channel-map: (mx,det:x,pva,100),(my,det:y,pva,100)
+  px:
+    type: consumer
+    input-channel: mx
+    status-channel: px:*:status
+    control-channel: px:*:control
+    n-consumers: 2
+    distributor-updates: 1
+{group_x}  py:
+    type: consumer
+    input-channel: my
+    status-channel: py:*:status
+    control-channel: py:*:control
+    n-consumers: 2
+    distributor-updates: 1
+{group_y}"""
+
+
+@pytest.mark.parametrize(
+    "group_x, group_y, refused_",
+    [
+        ("    distributor-group: g\n", "    distributor-group: g\n", True),
+        ("    distributor-group: g\n", "    distributor-group: h\n", False),
+        ("", "", False),  # each named after its channel
+    ],
+    ids=["same", "different", "default"],
+)
+def test_consumers_of_two_mirrored_channels_in_one_distributor_group(
+    tmp_path, group_x, group_y, refused_
+):
+    """The distributor's groups are server-wide (tests/e2e/test_distributor_groups.py)."""
+    text = MIRROR_TWO.format(group_x=group_x, group_y=group_y)
+    if not refused_:
+        load_workflow(write(tmp_path, text))
+        return
+    err = refused(tmp_path, text)
+    assert err.line == 21, str(err)
+    assert "stage 'py' reads my and stage 'px' reads mx, both served by stage 'mirror'" in str(err)
+    assert "same group 'g'" in str(err) and "its own distributor-group" in str(err)

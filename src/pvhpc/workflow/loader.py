@@ -334,6 +334,35 @@ def load_workflow(
     return workflow
 
 
+def _check_distributor_groups(wf: Workflow, served: dict) -> None:
+    """Consumers of two channels of one mirror or simulator in the same distributor
+    group: the plugin's groups are server-wide, so they would share one rotation and
+    frames of each channel would reach no one (a group left out is named after the
+    channel, and never collides)."""
+    seen: dict[tuple, tuple[StageSpec, str]] = {}
+    for stage in wf.stages:
+        for inst in stage.instances:
+            if stage.type != "consumer" or not inst.distributor or not inst.distributor[0]:
+                continue
+            server = served.get(Endpoint(inst.inputs[0]))
+            if server is None or server.type not in ("mirror", "sim"):
+                continue
+            key = (server.name, inst.distributor[0])
+            other, channel = seen.setdefault(key, (stage, inst.inputs[0]))
+            if channel != inst.inputs[0]:
+                raise WorkflowError(
+                    wf.path,
+                    stage.line_of("distributor-group"),
+                    f"stage {stage.name!r} reads {inst.inputs[0]} and stage {other.name!r} "
+                    f"reads {channel}, both served by stage {server.name!r}, through the "
+                    f"distributor in the same group {inst.distributor[0]!r}: the plugin's "
+                    f"groups span the whole server, so frames of each channel would go to "
+                    f"consumers of the other and reach no one; give each channel its own "
+                    f"distributor-group (or leave it out: the group is then the channel's "
+                    f"name)",
+                )
+
+
 def _check_graph(wf: Workflow) -> None:
     served: dict[Endpoint, StageSpec | None] = {e: None for e in wf.external}
     for stage in wf.stages:
@@ -370,6 +399,7 @@ def _check_graph(wf: Workflow) -> None:
                     stage.line_of(key),
                     f"stage {stage.name!r}: {key} {endpoint} is the stage's own channel",
                 )
+    _check_distributor_groups(wf, served)
     # Cycles: a stage that can never have all its inputs started before it.
     _, remaining = wf.upstream_order()
     if remaining:
