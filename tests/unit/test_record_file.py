@@ -3,6 +3,8 @@ read back by h5py with hdf5plugin (as other HDF5 readers do) and by our reader."
 
 from __future__ import annotations
 
+import threading
+
 import h5py
 import hdf5plugin  # noqa: F401 - registers the lz4, bitshuffle and blosc filters
 import numpy as np
@@ -183,6 +185,33 @@ def test_the_ring_keeps_within_its_memory_limit_and_a_dump_says_what_it_covers(t
     with Recording(rec.files[0]) as dumped:
         assert list(dumped.ids) == list(range(46, 51))
         np.testing.assert_array_equal(dumped.image(4), image(49))
+
+
+def test_dumps_not_written_yet_share_one_memory_limit(tmp_path):
+    """A dump holds its frames until written; dumps queued behind a slow one (a trigger
+    firing again) together get one --ring-memory besides the ring, the newest frames
+    first, so that memory stays within twice the limit however many are queued."""
+    size = image(0).nbytes
+    rec = Recorder(RecordSettings(str(tmp_path / "ring.h5"), ring_seconds=2.0, ring_bytes=5 * size))
+    gate = threading.Event()
+    write = rec._write_dump
+    rec._write_dump = lambda *job: (gate.wait(10), write(*job))  # a slow disk
+    for k in range(5):
+        t = 100.0 + k / 10
+        rec.add_frame(capture_frame(make_frame(image(k), k + 1, time_stamp=t), t))
+    first = rec.dump(now=100.45)
+    assert "writing 5 frames, ids 1-5" in first and "only the last" not in first, first
+    for k in range(5, 8):
+        t = 100.0 + k / 10
+        rec.add_frame(capture_frame(make_frame(image(k), k + 1, time_stamp=t), t))
+    second = rec.dump(now=100.75)
+    assert "writing 1 frames, ids 8-8" in second, second
+    assert "4 older frames left out" in second and "hold 1.9 kB" in second, second
+    gate.set()
+    rec.close()
+    assert rec.stats()["nDumpTrimmed"] == 4 and rec._dump_bytes == 0
+    with Recording(rec.files[0]) as a, Recording(rec.files[1]) as b:
+        assert list(a.ids) == [1, 2, 3, 4, 5] and list(b.ids) == [8]
 
 
 def test_a_ring_within_its_memory_limit_dumps_without_a_remark(tmp_path):

@@ -148,6 +148,11 @@ class Recorder:
         self.last_dump = ""
         self._dumps: queue.Queue = queue.Queue()
         self._dump_thread: threading.Thread | None = None
+        #: Frame data of queued dumps not written yet: together they get one more
+        #: ``ring_limit`` of memory besides the ring; a dump that would go over it
+        #: keeps its newest frames (``n_dump_trimmed`` counts the ones left out).
+        self._dump_bytes = 0
+        self.n_dump_trimmed = 0
         # Frames waiting for the writer thread.
         self._pending: collections.deque[CapturedFrame] = collections.deque()
         self._pending_bytes = 0
@@ -379,6 +384,7 @@ class Recorder:
                 return (
                     f"dump ({reason}): no frame in the last {s.ring_seconds:g} s; nothing written"
                 )
+            frames, trimmed = self._within_dump_budget(frames)
             meta = list(self._before.values()) + [m for m in self._ring_meta if m[3] >= start]
             path = self._next_path()
             self.n_dumps += 1
@@ -393,12 +399,45 @@ class Recorder:
             f"dump ({reason}): writing {len(frames)} frames, ids {frames[0].unique_id}-"
             f"{frames[-1].unique_id}, of the last {s.ring_seconds:g} s to {path}"
         )
-        if self.n_ring_evicted and self._last_evicted >= start:  # the window lost frames
+        if trimmed:
+            text += (
+                f" (only the last {now - frames[0].arrival:.3g} s: {trimmed} older frames "
+                f"left out, the dumps still being written hold "
+                f"{_size(self._dump_bytes - _bytes(frames))} of the "
+                f"--ring-memory {_size(self._ring_limit)} dumps may use)"
+            )
+        elif self.n_ring_evicted and self._last_evicted >= start:  # the window lost frames
             text += (
                 f" (only the last {now - frames[0].arrival:.3g} s: the ring's memory "
                 f"limit, --ring-memory {_size(self._ring_limit)}, was reached)"
             )
         return text
+
+    def _within_dump_budget(self, frames: list[CapturedFrame]) -> tuple[list, int]:
+        """The newest of ``frames`` that fit beside the dumps not written yet (at least
+        one), and how many older ones were left out; with the lock held."""
+        room = self._ring_limit - self._dump_bytes
+        kept, size = len(frames), 0
+        for i in range(len(frames) - 1, -1, -1):
+            if size + frames[i].payload.size > room and i < len(frames) - 1:
+                kept = len(frames) - 1 - i
+                break
+            size += frames[i].payload.size
+        trimmed = len(frames) - kept
+        if trimmed:
+            frames = frames[trimmed:]
+            self.n_dump_trimmed += trimmed
+            logger.warning(
+                "flight recorder: a dump while %d earlier one(s) are still being written "
+                "keeps only its newest %d frames (%d left out): dumps not written yet may "
+                "hold --ring-memory %s besides the ring",
+                self._dumps.qsize() + 1,
+                kept,
+                trimmed,
+                _size(self._ring_limit),
+            )
+        self._dump_bytes += _bytes(frames)
+        return frames, trimmed
 
     def _dump_loop(self) -> None:
         while True:
@@ -415,12 +454,21 @@ class Recorder:
 
     def _write_dump(self, path: str, frames: list[CapturedFrame], meta: list) -> None:
         s = self.settings
-        record = RecordFile(path, frames[0], s.channel, s.metadata)
         written = other_layout = 0
+        left = _bytes(frames)
+        try:
+            record = RecordFile(path, frames[0], s.channel, s.metadata)
+        except BaseException:
+            with self._lock:
+                self._dump_bytes -= left
+            raise
         try:
             for update in meta:
                 record.add_metadata(*update)
             for frame in frames:
+                with self._lock:  # this frame's memory no longer counts for the dumps
+                    self._dump_bytes -= frame.payload.size
+                left -= frame.payload.size
                 if frame.layout != record.layout:
                     other_layout += 1  # kept to the first layout; a dump is one file
                     continue
@@ -432,6 +480,7 @@ class Recorder:
         finally:
             record.close()
             with self._lock:
+                self._dump_bytes -= left  # frames a full disk or an error kept out
                 self.files.append(path)
                 self.n_dumped += written
                 self.stored_bytes += record.stored_bytes
@@ -464,11 +513,16 @@ class Recorder:
                 "nRingEvicted": self.n_ring_evicted,
                 "ringSeconds": (ring[-1].arrival - ring[0].arrival) if len(ring) > 1 else 0.0,
                 "nDumps": self.n_dumps,
+                "nDumpTrimmed": self.n_dump_trimmed,
                 "nDumped": self.n_dumped,
                 "lastDump": self.last_dump,
                 "finished": self.finished or "",
                 "failed": self.failed,
             }
+
+
+def _bytes(frames: list[CapturedFrame]) -> int:
+    return sum(f.payload.size for f in frames)
 
 
 def _free_bytes(path: str) -> int:
