@@ -304,6 +304,13 @@ def wait_accounted(
     return history[-1][1]
 
 
+def start_mirror(procs, channel_map: str, *extra, name: str = "mirror") -> Proc:
+    """``pvhpc mirror -cm CHANNEL_MAP`` (log level info), once it says it is mirroring."""
+    proc = procs.start("mirror", "-cm", channel_map, "-ll", "info", *extra, name=name)
+    proc.wait_for_output(r"mirroring ")
+    return proc
+
+
 def recording_consumer(
     procs, prefix, tmp_path, *extra, name="consumer", processor_args=None, tag="c"
 ):

@@ -390,13 +390,13 @@ class Receiver:
 
     def source_id(self, timeout: float = 2.0) -> int | None:
         """The object id the source holds now (a get), or None if it cannot be read."""
+        pv = self.source_fields(self.oid_field, timeout)
+        if pv is None:
+            return None
         try:
-            channel = pva.Channel(self.channel_name, self.provider)
-            channel.setTimeout(timeout)
-            pv = channel.get(f"field({self.oid_field})")
             return id_getter(pv, self.oid_field)(pv)
-        except Exception as exc:  # noqa: BLE001 - source gone: nothing to reconcile
-            self.logger.debug("cannot read the current id of %s: %s", self.channel_name, exc)
+        except Exception as exc:  # noqa: BLE001 - no usable id: nothing to reconcile
+            self.logger.debug("no usable current id on %s: %s", self.channel_name, exc)
             return None
 
     def source_fields(self, fields: str, timeout: float = 2.0) -> Any:
@@ -405,7 +405,7 @@ class Receiver:
             channel = pva.Channel(self.channel_name, self.provider)
             channel.setTimeout(timeout)
             return channel.get(f"field({fields})")
-        except pva.PvaException as exc:
+        except Exception as exc:  # noqa: BLE001 - source gone: nothing to read
             self.logger.debug("cannot read %s of %s: %s", fields, self.channel_name, exc)
             return None
 

@@ -33,26 +33,23 @@ from harness import (
     pv_get,
     recorded,
     recording_consumer,
+    start_mirror,
     wait_accounted,
     wait_all_receiving,
     wait_for,
 )
+from pvhpc.ntnda import make_frame
 
 pytestmark = pytest.mark.e2e
 
 N = 200
 
 
-def frame(unique_id: int, stamp: bool = True) -> pva.NtNdArray:
-    f = pva.NtNdArray()
-    f["uniqueId"] = unique_id
-    f["value"] = {"ubyteValue": np.full(64, unique_id % 256, dtype=np.uint8)}
-    f["dimension"] = [pva.PvDimension(8, 0, 8, 1, False), pva.PvDimension(8, 0, 8, 1, False)]
-    # The distributor's trigger field: an update whose timeStamp did not change is
-    # not a new one to it.
-    now = time.time() if stamp else 0.0
-    f["timeStamp"] = pva.PvTimeStamp(int(now), int((now % 1) * 1e9))
-    return f
+def frame(unique_id: int, stamp: bool = True):
+    """An 8x8 frame; ``stamp=False``: timeStamp 0 (the distributor's trigger field: a
+    frame whose timeStamp did not change is not a new one to it)."""
+    image = np.full((8, 8), unique_id % 256, dtype=np.uint8)
+    return make_frame(image, unique_id, time_stamp=None if stamp else 0.0)
 
 
 @pytest.fixture
@@ -78,12 +75,6 @@ def publish_both(server, names, n: int = N, rate: float = 400.0, stamp=True) -> 
         if delay > 0:
             time.sleep(delay)
     return list(range(1, n + 1))
-
-
-def start_mirror(procs, channel_map: str):
-    proc = procs.start("mirror", "-cm", channel_map, "-ll", "info", name="mirror")
-    proc.wait_for_output(r"mirroring ")
-    return proc
 
 
 def test_consumer_sets_on_two_channels_of_one_mirror_each_get_their_whole_stream(
@@ -113,7 +104,7 @@ def test_consumer_sets_on_two_channels_of_one_mirror_each_get_their_whole_stream
                 100,
                 name=f"set-{tag}",
                 tag=tag,
-            )  # fmt: skip
+            )
         )
     statuses = {
         "x": [f"{prefix}:x:{i}:status" for i in (1, 2)],

@@ -20,7 +20,7 @@ import numpy as np
 import pvaccess as pva
 import pytest
 
-from harness import Recorder, pv_get, wait_for
+from harness import Recorder, pv_get, start_mirror, wait_for
 from pvhpc.cli.mirror import main as mirror_main
 
 pytestmark = pytest.mark.e2e
@@ -73,12 +73,6 @@ class FrameSource:
             self.server.removeAllRecords()
             self.server.stop()
             self.server = None
-
-
-def start_mirror(procs, channel_map: str, *extra: str, name: str = "mirror"):
-    proc = procs.start("mirror", "-cm", channel_map, "-ll", "info", *extra, name=name)
-    proc.wait_for_output(r"mirroring ")
-    return proc
 
 
 def after_initial(values: list, first: int = 1) -> list:
