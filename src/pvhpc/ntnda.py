@@ -232,6 +232,8 @@ def get_codec_dtype(frame: Any) -> np.dtype | None:
         params = params[0]
     if isinstance(params, dict) and params:
         params = next(iter(params.values()))
+    if isinstance(params, dict):  # a structure in the variant, NT-like: its value field
+        params = params.get("value")
     try:
         return _CODE_DTYPES.get(int(params))
     except (TypeError, ValueError):
@@ -350,15 +352,20 @@ def _attribute_dicts(attributes: Any, color_mode: int | None) -> list[dict]:
     result: list[dict] = []
     if isinstance(attributes, Mapping):
         for name, value in attributes.items():
-            result.append({"name": str(name), "value": _pv_scalar(value)})
+            entry = {"name": str(name)}
+            if value is not None:  # None: an empty value, as an unconnected attribute has
+                entry["value"] = _pv_scalar(value)
+            result.append(entry)
     else:
         for attr in attributes or []:
             if isinstance(attr, pva.PvObject):  # NtAttribute: keep every field
                 result.append({key: attr[key] for key in attr.keys()})
             else:
                 entry = dict(attr)
-                if not isinstance(entry.get("value"), (tuple, pva.PvObject)):
-                    entry["value"] = _pv_scalar(entry.get("value"))
+                if entry.get("value") is None:
+                    entry.pop("value", None)
+                elif not isinstance(entry["value"], (tuple, pva.PvObject)):
+                    entry["value"] = _pv_scalar(entry["value"])
                 result.append(entry)
     if color_mode is not None:
         result = [a for a in result if a.get("name") != "ColorMode"]
@@ -391,8 +398,9 @@ def make_frame(
     ``timeStamp`` is set to ``time_stamp`` or, if not given, to *now*: a next stage's
     distributor tells updates apart by ``timeStamp``, so every published frame needs
     a fresh one. ``dataTimeStamp`` defaults to the same time. ``attributes``
-    (``{name: value}``, or a list of ``NtAttribute`` or attribute dicts) get a
-    ``ColorMode`` matching the layout, replacing any given one.
+    (``{name: value}``, or a list of ``NtAttribute`` or attribute dicts; a value of
+    None is an empty one) get a ``ColorMode`` matching the layout, replacing any
+    given one.
     ``codec`` (``lz4``/``bslz4``/``blosc``) compresses the pixels as areaDetector's
     NDCodec does (see :mod:`pvhpc.codecs`). ``like``: a frame whose attributes (all
     fields kept) and ``dataTimeStamp`` are carried over unless given here.

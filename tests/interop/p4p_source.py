@@ -29,6 +29,8 @@ SHAPE = (12, 16)  # rows, columns: small frames, quick to compare
 def image(unique_id: int, shape: tuple[int, ...] = SHAPE, dtype=np.uint16) -> np.ndarray:
     """The frame a :class:`P4pSource` sends with ``uniqueId`` ``unique_id``."""
     rng = np.random.default_rng(unique_id)
+    if np.dtype(dtype).kind == "f":
+        return (rng.standard_normal(size=shape) * 1e3).astype(dtype)
     return rng.integers(0, np.iinfo(dtype).max, size=shape, dtype=dtype, endpoint=True)
 
 
@@ -123,17 +125,25 @@ def p4p_get(ctx: Context, channel: str, timeout: float = 20, **kw):
 
 class P4pMonitor:
     """A p4p monitor that keeps every update it gets (an NTNDArray decoded by p4p's
-    ``NTNDArray.unwrap``: a numpy array with ``.raw``; other structures as ``Value``)."""
+    ``NTNDArray.unwrap``: a numpy array with ``.raw``; other structures, and every
+    update with ``raw=True``, as ``Value``; p4p cannot unwrap compressed frames)."""
 
-    def __init__(self, ctx: Context, channel: str, request: str = "record[queueSize=1000]"):
+    def __init__(
+        self,
+        ctx: Context,
+        channel: str,
+        request: str = "record[queueSize=1000]",
+        raw: bool = False,
+    ):
         self.channel = channel
         self.values: list = []
         self._lock = threading.Lock()
+        self._decode = (lambda value: value) if raw else as_frame
         self._sub = ctx.monitor(channel, self._on_update, request=request)
 
     def _on_update(self, value) -> None:
         with self._lock:
-            self.values.append(as_frame(value))
+            self.values.append(self._decode(value))
 
     def snapshot(self) -> list:
         with self._lock:

@@ -169,6 +169,15 @@ def test_compressed_frame_without_type_needs_dtype():
     np.testing.assert_array_equal(get_image(frame, dtype=np.uint16), image)
 
 
+def test_the_type_in_codec_parameters_may_be_a_structure_with_a_value_field():
+    """p4p cannot put a 32-bit integer in a variant except as a structure: a source
+    written with it may send ``codec.parameters`` as ``{value: 6}``."""
+    image = pixels(np.uint16, (4, 4))
+    frame = make_frame(image, 2, codec="lz4")
+    frame["codec"] = {"name": "lz4", "parameters": pva.PvObject({"value": pva.INT}, {"value": 6})}
+    np.testing.assert_array_equal(get_image(frame), image)
+
+
 def test_timestamps_fresh_unless_given():
     before = time.time()
     a = make_frame(np.zeros((2, 2), np.uint8), 1)

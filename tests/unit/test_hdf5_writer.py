@@ -162,6 +162,8 @@ def test_bad_configuration_is_a_usage_error(tmp_path):
         ({"nImagesPerFile": "many"}, "nImagesPerFile 'many'"),
         ({"datasetName": "/entry/data/uniqueId"}, "beside the images"),
         ({"datasetName": "/"}, "needs a dataset name"),
+        ({"attributeGroup": "entry/data"}, "attributeGroup '/entry/data'.*a group of their own"),
+        ({"datasetName": "/a/b", "attributeGroup": "/a/b/c"}, "a group of their own"),
         ({"outputDirectory": os.path.join(out, "f", "x")}, "cannot create it"),
     ]:
         (tmp_path / "f").write_text("")
@@ -197,3 +199,52 @@ def test_bad_frame_does_not_disturb_the_open_file(tmp_path):
     assert len(h.errors) == 1 and h.stats["nErrors"] == 1
     with h5py.File(tmp_path / "000001.2.h5", "r") as f:
         assert f["/entry/data/uniqueId"][()].tolist() == [1, 3]
+
+
+def test_attributes_are_written_one_value_per_frame_as_areadetector_does(tmp_path):
+    """The frames' NTNDArray attributes go to /entry/instrument/NDAttributes, one
+    dataset per name in the attribute's type; an attribute that appears late (past
+    the first write of the values) has the fill before, a string one its text."""
+    n = 1100
+    frames = [
+        make_frame(
+            np.full((2, 3), k, np.uint16),
+            k,
+            attributes={
+                "Temperature": 20.0 + k,
+                "Counter": np.uint32(k),
+                "Model": "cam",
+                **({"Late": np.int16(-k)} if k > 1050 else {}),
+            },
+        )
+        for k in range(1, n + 1)
+    ]
+    with writer(tmp_path, nImagesPerFile=0, outputFileNameFormat="run.h5") as h:
+        h.run(frames)
+    with h5py.File(tmp_path / "run.h5", "r") as f:
+        nd = f["/entry/instrument/NDAttributes"]
+        assert sorted(nd) == ["ColorMode", "Counter", "Late", "Model", "Temperature"]
+        np.testing.assert_array_equal(nd["Temperature"][()], 20.0 + np.arange(1, n + 1))
+        assert nd["Counter"].dtype == np.uint32
+        assert nd["Counter"][()].tolist() == list(range(1, n + 1))
+        assert list(nd["Model"].asstr()[()]) == ["cam"] * n
+        late = nd["Late"][()]
+        assert late.dtype == np.int16 and late.shape == (n,)
+        assert late[:1050].tolist() == [0] * 1050
+        assert late[1050:].tolist() == [-k for k in range(1051, n + 1)]
+        assert nd["Late"].attrs["NDAttrName"] == "Late"
+        assert f["/entry/data/data"].shape == (n, 2, 3)
+
+
+def test_attribute_group_elsewhere_or_none(tmp_path):
+    frame = make_frame(np.zeros((2, 2), np.uint8), 1, attributes={"x": 1.5})
+    with writer(tmp_path, nImagesPerFile=1, outputFileNameFormat="a.h5",
+                attributeGroup="/meta/attrs") as h:  # fmt: skip
+        h.run([frame])
+    with h5py.File(tmp_path / "a.h5", "r") as f:
+        assert f["/meta/attrs/x"][()].tolist() == [1.5]
+        assert "instrument" not in f["/entry"]
+    with writer(tmp_path, nImagesPerFile=1, outputFileNameFormat="b.h5", attributeGroup="") as h:
+        h.run([frame])
+    with h5py.File(tmp_path / "b.h5", "r") as f:
+        assert list(f) == ["entry"] and list(f["/entry"]) == ["data"]

@@ -282,3 +282,31 @@ def test_stream_recorder_configuration_mistakes_name_the_key(config, words):
 def test_stream_recorder_configuration_carries_the_ring_limit():
     s = settings_from_config({"outputFile": "r.h5", "ringSeconds": 2, "ringBytes": 10**6})
     assert (s.ring_seconds, s.ring_bytes, s.ring_limit) == (2.0, 10**6, 10**6)
+
+
+def test_attribute_columns_take_their_type_from_the_first_value_and_fill_the_rest(tmp_path):
+    """An attribute whose source is not connected has an empty value (areaDetector), a
+    value may not fit its column's type: the recording goes on, such rows hold the
+    fill (0, NaN, ""), and a column that first had no value gets the type of the
+    first one it gets."""
+    path = tmp_path / "run.h5"
+    per_frame = [
+        {"n": np.int32(5), "late": None, "never": None, "s": "a"},
+        {"n": None, "late": None, "never": None, "s": 7},
+        {"n": "text", "late": 2.5, "never": None},
+        {"n": 2**40, "late": "x", "never": None, "s": None},
+    ]
+    rec = Recorder(RecordSettings(str(path), channel="cam", flush_period=0.0))
+    for k, attributes in enumerate(per_frame):
+        rec.add_frame(capture_frame(make_frame(image(k), k + 1, attributes=attributes), 1.0 + k))
+        rec.tick()  # a flush after every frame: columns are written in steps
+    rec.close()
+    assert rec.n_recorded == 4
+    with h5py.File(path) as f:
+        nd = f["entry/instrument/NDAttributes"]
+        assert nd["n"].dtype == np.int32 and nd["n"][()].tolist() == [5, 0, 0, 0]
+        assert nd["late"].dtype == np.float64
+        np.testing.assert_array_equal(nd["late"][()], [np.nan, np.nan, 2.5, np.nan])
+        assert nd["never"].dtype == np.float64 and np.isnan(nd["never"][()]).all()
+        assert list(nd["s"].asstr()[()]) == ["a", "7", "", ""]
+        assert nd["n"].attrs["pvType"] == 3 and nd["late"].attrs["pvType"] == 10

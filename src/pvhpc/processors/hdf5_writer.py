@@ -13,6 +13,11 @@ Configuration keys (camelCase, as in PvaPy's processor of the same name):
     The image dataset. Beside it, in the same group, one value per frame:
     ``uniqueId`` (int64), ``timeStamp`` and ``dataTimeStamp`` (float64 seconds
     since the epoch); these are written when the file is closed.
+``attributeGroup`` [``/entry/instrument/NDAttributes``]
+    Where the frames' NTNDArray attributes go, as areaDetector's HDF5 plugin puts
+    them: one dataset per attribute name, one value per frame, of the attribute's
+    type (see :class:`pvhpc.record.layout.AttributeColumns` for frames without a
+    value); ``""`` writes no attributes.
 
 The image dataset is ``(n, ny, nx)`` for mono frames and ``(n, ny, nx, 3)`` for RGB,
 of the frames' own dtype, one chunk per frame; compressed frames are stored
@@ -35,6 +40,8 @@ import numpy as np
 import pvaccess as pva
 
 from ..processor import UserDataProcessor
+from ..record.capture import read_attributes
+from ..record.layout import AttributeColumns
 from .ad_image import get_data_timestamp, get_frame_id, get_image, get_timestamp
 from .output_file import check_file_name_format, prepare_directory
 
@@ -56,6 +63,10 @@ def _import_h5py() -> Any:
 
 _SIDE_DATASETS = ("uniqueId", "timeStamp", "dataTimeStamp")
 
+#: Attribute values are written every so many frames, so a file of the whole run does
+#: not keep them all in memory.
+_ATTRIBUTE_ROWS = 1024
+
 
 class _OpenFile:
     """One HDF5 file being filled; owned by the processing thread.
@@ -65,7 +76,15 @@ class _OpenFile:
     kept in memory and written when the file is closed.
     """
 
-    def __init__(self, h5py: Any, path: str, dataset: str, capacity: int, image: np.ndarray):
+    def __init__(
+        self,
+        h5py: Any,
+        path: str,
+        dataset: str,
+        capacity: int,
+        image: np.ndarray,
+        attribute_group: str,
+    ):
         self.path = path
         self.shape = image.shape
         self.dtype = image.dtype
@@ -87,8 +106,16 @@ class _OpenFile:
             self.file.close()
             raise
         self._direct = image.size > 0
+        self.attributes = (
+            AttributeColumns(h5py, lambda: self.file.require_group(attribute_group))
+            if attribute_group
+            else None
+        )
+        self._attributes_written = 0
 
-    def append(self, image: np.ndarray, frame_id: int, stamp: float, data_stamp: float) -> None:
+    def append(
+        self, image: np.ndarray, frame_id: int, stamp: float, data_stamp: float, attributes: list
+    ) -> None:
         i = self.count
         if i >= self.images.shape[0]:
             self.images.resize(2 * i, axis=0)
@@ -98,6 +125,12 @@ class _OpenFile:
             self.images[i] = image
         self.meta.append((frame_id, stamp, data_stamp))
         self.count = i + 1
+        if self.attributes is not None:
+            if attributes:
+                self.attributes.add(i, attributes)
+            if self.count - self._attributes_written >= _ATTRIBUTE_ROWS:
+                self.attributes.write(self._attributes_written, self.count)
+                self._attributes_written = self.count
 
     @property
     def full(self) -> bool:
@@ -120,6 +153,8 @@ class _OpenFile:
                 _SIDE_DATASETS, columns, ("i8", "f8", "f8"), strict=True
             ):
                 parent.create_dataset(name, data=np.asarray(values, dtype=dtype))
+            if self.attributes is not None:
+                self.attributes.write(self._attributes_written, self.count, final=True)
         finally:
             self.file.close()
         return os.path.getsize(self.path)
@@ -144,6 +179,7 @@ class Hdf5AdImageWriter(UserDataProcessor):
         self.outputFileNameFormat = "{outputFileId:06d}.{processorId}.h5"
         self.nImagesPerFile = 1000
         self.datasetName = "/entry/data/data"
+        self.attributeGroup = "/entry/instrument/NDAttributes"
         self._settings: tuple = ()
         self._apply(self.configDict)
         self._file: _OpenFile | None = None
@@ -172,13 +208,24 @@ class Hdf5AdImageWriter(UserDataProcessor):
                 f"datasetName {dataset!r}: {', '.join(_SIDE_DATASETS)} are the names of the "
                 "datasets stored beside the images; choose another name"
             )
+        dataset = "/" + dataset.strip("/")
+        group = str(config.get("attributeGroup", self.attributeGroup)).strip()
+        if group:
+            group = "/" + group.strip("/")
+            if group in (dataset, posixpath.dirname(dataset)) or group.startswith(dataset + "/"):
+                raise ValueError(
+                    f"attributeGroup {group!r}: the images and the datasets beside them are "
+                    f"in {posixpath.dirname(dataset)!r}; give the attributes a group of "
+                    'their own (or "" for none)'
+                )
         directory = prepare_directory(directory)
         with self._lock:
             self.outputDirectory = directory
             self.outputFileNameFormat = name_format
             self.nImagesPerFile = n_images
-            self.datasetName = "/" + dataset.strip("/")
-            self._settings = (directory, name_format, n_images, self.datasetName)
+            self.datasetName = dataset
+            self.attributeGroup = group
+            self._settings = (directory, name_format, n_images, dataset, group)
 
     def start(self) -> None:
         """Check the output directory again (it may have gone since construction)."""
@@ -194,19 +241,25 @@ class Hdf5AdImageWriter(UserDataProcessor):
 
     def configure(self, configDict: dict) -> None:
         """Apply configuration changes from the next file on; ``ValueError`` if unusable."""
-        keys = {"outputDirectory", "outputFileNameFormat", "nImagesPerFile", "datasetName"}
+        keys = {
+            "outputDirectory",
+            "outputFileNameFormat",
+            "nImagesPerFile",
+            "datasetName",
+            "attributeGroup",
+        }
         if keys & set(configDict):
             self._apply(configDict)
 
     def _open(self, image: np.ndarray) -> _OpenFile:
         with self._lock:
-            directory, name_format, n_images, dataset = self._settings
+            directory, name_format, n_images, dataset, group = self._settings
         self.outputFileId += 1
         name = name_format.format(outputFileId=self.outputFileId, processorId=self.processorId)
         path = os.path.join(directory, name)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         self.logger.debug("opening %s", path)
-        return _OpenFile(self._h5py, path, dataset, n_images, image)
+        return _OpenFile(self._h5py, path, dataset, n_images, image, group)
 
     def _close(self) -> None:
         current, self._file = self._file, None
@@ -266,6 +319,7 @@ class Hdf5AdImageWriter(UserDataProcessor):
                 get_frame_id(pvObject),
                 get_timestamp(pvObject),
                 get_data_timestamp(pvObject),
+                read_attributes(pvObject) if current.attributes is not None else (),
             )
             self.nFramesWritten += 1
             self.nImageBytesWritten += image.nbytes

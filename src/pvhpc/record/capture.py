@@ -15,7 +15,14 @@ import numpy as np
 
 from ..ntnda import FIELD_DTYPES, get_codec_dtype, get_field
 
-__all__ = ["Attribute", "CapturedFrame", "capture_frame", "capture_metadata", "stamp_seconds"]
+__all__ = [
+    "Attribute",
+    "CapturedFrame",
+    "capture_frame",
+    "capture_metadata",
+    "read_attributes",
+    "stamp_seconds",
+]
 
 #: One NTNDArray attribute: name, value, pvData scalar type code (-1: unknown),
 #: descriptor, sourceType, source.
@@ -126,6 +133,21 @@ def capture_frame(pv: Any, arrival: float, unique_id: int | None = None) -> Capt
         dtype = FIELD_DTYPES.get(field, array.dtype)
     dims = [int(d["size"]) for d in get_field(pv, "dimension", None) or []]
     shape = tuple(reversed(dims)) if dims else (array.size,)
+    return CapturedFrame(
+        int(pv["uniqueId"]) if unique_id is None else unique_id,
+        stamp_seconds(get_field(pv, "timeStamp", None)),
+        stamp_seconds(get_field(pv, "dataTimeStamp", None)),
+        arrival,
+        codec,
+        np.dtype(dtype),
+        shape,
+        array.reshape(-1).view(np.uint8),
+        read_attributes(pv),
+    )
+
+
+def read_attributes(pv: Any) -> list[Attribute]:
+    """The frame's ``attribute`` list as :data:`Attribute` tuples, in its order."""
     attributes: list[Attribute] = []
     for attr in get_field(pv, "attribute", None) or []:
         inner, code = _variant(attr.get("value"))
@@ -139,17 +161,7 @@ def capture_frame(pv: Any, arrival: float, unique_id: int | None = None) -> Capt
                 str(attr.get("source", "") or ""),
             )
         )
-    return CapturedFrame(
-        int(pv["uniqueId"]) if unique_id is None else unique_id,
-        stamp_seconds(get_field(pv, "timeStamp", None)),
-        stamp_seconds(get_field(pv, "dataTimeStamp", None)),
-        arrival,
-        codec,
-        np.dtype(dtype),
-        shape,
-        array.reshape(-1).view(np.uint8),
-        attributes,
-    )
+    return attributes
 
 
 def capture_metadata(pv: Any) -> tuple[Any, float]:

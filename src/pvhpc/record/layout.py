@@ -40,6 +40,7 @@ from .chunks import chunk_bytes, filter_options
 
 __all__ = [
     "ATTRIBUTES",
+    "AttributeColumns",
     "FORMAT_VERSION",
     "FRAMES",
     "METADATA",
@@ -111,12 +112,117 @@ def _type_code(value: Any, code: int) -> int:
 class _Column:
     """Values of one per-frame attribute not yet written: (row, value) pairs."""
 
-    def __init__(self, code: int, descriptor: str, source_type: int, source: str):
-        self.code = code
+    def __init__(self, descriptor: str, source_type: int, source: str):
+        self.code: int | None = None  # from the first value that is not empty
         self.descriptor, self.source_type, self.source = descriptor, source_type, source
         self.rows: list[int] = []
         self.values: list[Any] = []
         self.dataset: Any = None
+
+
+class AttributeColumns:
+    """The NTNDArray attributes of a file's frames: one dataset per attribute name in
+    ``group``, one value per frame, written in steps (:meth:`write`).
+
+    A column's type is that of its first value that is not empty (an areaDetector
+    attribute whose source is not connected has an empty value). A row a frame gave
+    no value for, or a value the column's type cannot hold, is 0 in an integer
+    column, NaN in a floating-point one and ``""`` in a string one. ``group`` may be
+    a callable that makes the group when the first column is written.
+    """
+
+    def __init__(self, h5py: Any, group: Any):
+        self._h5py = h5py
+        self._group = group
+        self._columns: dict[str, _Column] = {}
+
+    def add(self, row: int, attributes: list[Attribute]) -> None:
+        """Keep the values of one frame, row ``row`` of the file."""
+        columns = self._columns
+        for name, value, code, descriptor, source_type, source in attributes:
+            column = columns.get(name)
+            if column is None:
+                column = columns[name] = _Column(descriptor, source_type, source)
+            if column.code is None and value is not None:
+                column.code = _type_code(value, code)
+            column.rows.append(row)
+            column.values.append(value)
+
+    def write(self, start: int, n: int, final: bool = False) -> None:
+        """Write rows ``start`` to ``n`` - 1 of every column (the values kept since
+        the last write, the other rows filled) and forget those values. A column
+        with only empty values so far is written once a value gives its type, or,
+        as floats, at the ``final`` write."""
+        for name, column in self._columns.items():
+            if column.dataset is None:
+                if column.code is None and not final:
+                    column.rows.clear()  # all empty: the fill, written with the first value
+                    column.values.clear()
+                    continue
+                column.dataset = self._create(name, column, start)
+            if n > start:
+                self._write_rows(column, start, n)
+
+    def _write_rows(self, column: _Column, start: int, n: int) -> None:
+        dataset = column.dataset
+        string = dataset.dtype.kind == "O"
+        values = np.empty(n - start, dtype=object if string else dataset.dtype)
+        values[:] = _fill(dataset.dtype)
+        fit = _as_text if string else _fitter(dataset.dtype)
+        for row, value in zip(column.rows, column.values):
+            values[row - start] = fit(value)
+        dataset.resize((n,))
+        dataset[start:n] = values
+        column.rows.clear()
+        column.values.clear()
+
+    def _create(self, name: str, column: _Column, start: int) -> Any:
+        """The column's dataset, with its first ``start`` rows (frames before the
+        attribute had a value) filled."""
+        if callable(self._group):
+            self._group = self._group()
+        if column.code is None:
+            column.code = 10  # never a value: a column of NaN
+        dtype = self._h5py.string_dtype() if column.code == _STRING else _CODE_DTYPES[column.code]
+        dataset = self._group.create_dataset(
+            metadata_key(name), shape=(start,), maxshape=(None,), chunks=(1024,), dtype=dtype
+        )
+        if start:
+            dataset[:start] = _fill(dataset.dtype)
+        dataset.attrs.update(
+            {
+                "NDAttrName": name,
+                "NDAttrDescription": column.descriptor,
+                "NDAttrSource": column.source,
+                "NDAttrSourceType": column.source_type,
+                "pvType": column.code,
+            }
+        )
+        return dataset
+
+
+def _fill(dtype: np.dtype) -> Any:
+    """What a column of ``dtype`` holds where a frame gave no value."""
+    return "" if dtype.kind == "O" else (np.nan if dtype.kind == "f" else 0)
+
+
+def _as_text(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def _fitter(dtype: np.dtype):
+    """``fit(value)``: ``value`` as a column of ``dtype`` holds it, or the fill."""
+    floating, cast, fill = dtype.kind == "f", dtype.type, _fill(dtype)
+
+    def fit(value: Any) -> Any:
+        if value is None:
+            return fill
+        try:
+            return cast(float(value) if floating else int(value))
+        except (TypeError, ValueError, OverflowError):
+            return fill
+
+    return fit
 
 
 class _Channel:
@@ -153,7 +259,6 @@ class RecordFile:
         self.closed = False
         self._h5py = h5py
         self._per_frame: list[tuple[int, float, float, float]] = []
-        self._columns: dict[str, _Column] = {}
         self._channels = {name: _Channel(protocol) for name, protocol in metadata.items()}
         shape, dtype, codec = self.layout
         self._nbytes = first.nbytes
@@ -209,6 +314,7 @@ class RecordFile:
         except BaseException:
             self.file.close()
             raise
+        self._attributes = AttributeColumns(h5py, self.file[ATTRIBUTES])
         self._frame_id = self.frames.id
         self._extent = list(self.frames.shape)
 
@@ -227,23 +333,13 @@ class RecordFile:
         self._per_frame.append(
             (frame.unique_id, frame.time_stamp, frame.data_time_stamp, frame.arrival)
         )
-        for attribute in frame.attributes:
-            self._add_attribute(row, attribute)
+        if frame.attributes:
+            self._attributes.add(row, frame.attributes)
         if self.first_id is None:
             self.first_id = frame.unique_id
         self.last_id = frame.unique_id
         self.stored_bytes += chunk.size
         return int(chunk.size)
-
-    def _add_attribute(self, row: int, attribute: Attribute) -> None:
-        name, value, code, descriptor, source_type, source = attribute
-        column = self._columns.get(name)
-        if column is None:
-            column = self._columns[name] = _Column(
-                _type_code(value, code), descriptor, source_type, source
-            )
-        column.rows.append(row)
-        column.values.append(value)
 
     def add_metadata(self, name: str, value: Any, stamp: float, arrival: float) -> None:
         """Keep one update of metadata channel ``name`` (a new name is added as ``pva``)."""
@@ -258,9 +354,9 @@ class RecordFile:
 
     # -- flush and close --------------------------------------------------------------
 
-    def flush(self) -> None:
+    def flush(self, final: bool = False) -> None:
         """Write what is kept in memory and flush the file: on disk, it is now complete
-        up to its last frame."""
+        up to its last frame (``final``: the last flush, before closing)."""
         n, start = self.n_frames, self.n_flushed
         if n > start:
             rows = np.array(self._per_frame, dtype=np.float64).T if self._per_frame else None
@@ -269,42 +365,11 @@ class RecordFile:
                 dataset.resize((n,))
                 dataset[start:n] = ids if k == 0 else rows[k]
             self._per_frame.clear()
-            for name, column in self._columns.items():
-                self._write_column(name, column, start, n)
+        self._attributes.write(start, n, final)
         for name, channel in self._channels.items():
             self._write_channel(name, channel)
         self.n_flushed = n
         self.file.flush()
-
-    def _write_column(self, name: str, column: _Column, start: int, n: int) -> None:
-        h5py = self._h5py
-        string = column.code == _STRING
-        if column.dataset is None:
-            group = self.file[ATTRIBUTES]
-            dtype = h5py.string_dtype() if string else _CODE_DTYPES[column.code]
-            column.dataset = group.create_dataset(
-                metadata_key(name), shape=(0,), maxshape=(None,), chunks=(1024,), dtype=dtype
-            )
-            column.dataset.attrs.update(
-                {
-                    "NDAttrName": name,
-                    "NDAttrDescription": column.descriptor,
-                    "NDAttrSource": column.source,
-                    "NDAttrSourceType": column.source_type,
-                    "pvType": column.code,
-                }
-            )
-        dataset = column.dataset
-        values = np.empty(n - start, dtype=object if string else dataset.dtype)
-        values[:] = "" if string else 0
-        for row, value in zip(column.rows, column.values):
-            values[row - start] = (
-                ("" if value is None else str(value)) if string else _number(value)
-            )
-        dataset.resize((n,))
-        dataset[start:n] = values
-        column.rows.clear()
-        column.values.clear()
 
     def _write_channel(self, name: str, channel: _Channel) -> None:
         if not channel.values and channel.group is not None:
@@ -355,7 +420,7 @@ class RecordFile:
             return
         self.closed = True
         try:
-            self.flush()
+            self.flush(final=True)
             entry = self.file["entry"]
             entry.attrs["end_time"] = _now_iso()
             entry.attrs["nFrames"] = self.n_frames
