@@ -152,3 +152,29 @@ def test_the_runner_reads_the_mirrors_json_report(tmp_path):
             "state": "1/2 connected",
         }
     }
+
+
+def test_frames_the_distributor_gave_to_no_one_are_named_in_the_summary(tmp_path):
+    """A consumer set's parent that counted ids no consumer got (``nUnaccounted``) has
+    them named under its set's line, also where the publisher is unknown."""
+    import json
+
+    from pvhpc.workflow import StageSpec
+    from pvhpc.workflow.observer import Observer
+    from pvhpc.workflow.process import StageProcess
+
+    stage = StageSpec("work", "consumer", 2, {}, {}, {})
+    proc = StageProcess(stage, str(tmp_path), {})
+    summary = {"kind": "consumer-set", "consumers": [1, 2], "processed": 1, "missed": 0,
+               "lostWithConsumer": {}, "nUnaccounted": 199, "first": 1, "last": 200}  # fmt: skip
+    with open(proc.out_path, "w") as f:
+        f.write(json.dumps(summary) + "\n")
+    c = check(published=None, processed=1)
+    c.cset.members.extend([(stage, 1), (stage, 2)])
+    Observer(None, {"work": proc}, None)._add_lost_with_dead(c.cset, c)
+    lines, status = judge([c], [], False)
+    assert status == EXIT_OK
+    assert lines[2] == (
+        "        work: 199 frame(s) (ids 1..200) reached none of its consumers, which did not "
+        "count them as missed: the distributor gave them to no one (its log says why)"
+    )

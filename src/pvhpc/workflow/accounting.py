@@ -125,6 +125,7 @@ def judge(checks: list[SetCheck], failed: list[str], early: bool) -> tuple[list[
                 f"  -     {cset.label} <- {where}: {check.accounted} accounted "
                 f"({parts}); frames published there unknown, not checked"
             )
+            lines += [f"        {note}" for note in check.notes]
             continue
         loss = check.missed + check.rejected + check.errors + check.lost_with_dead
         if check.unaccounted:

@@ -133,6 +133,14 @@ class Observer:
                         check.lost_with_dead += int(lost.get("n", 0))
                         deaths = "; ".join(lost.get("deaths") or []) or "it died"
                         check.dead.append(f"{name} {sid} ({deaths})")
+                if summary.get("nUnaccounted"):
+                    # Not added to any count: the frames did vanish, in the distributor.
+                    check.notes.append(
+                        f"{name}: {summary['nUnaccounted']} frame(s) (ids {summary.get('first')}"
+                        f"..{summary.get('last')}) reached none of its consumers, which did not "
+                        "count them as missed: the distributor gave them to no one (its log "
+                        "says why)"
+                    )
 
     def signature(self) -> tuple:
         sig: list = []
