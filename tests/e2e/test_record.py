@@ -233,6 +233,37 @@ def test_a_looped_replay_never_restarts_its_ids(procs, prefix, tmp_path):
         assert [int(r.image(k)[0, 0]) for k in range(12)] == [k % 5 for k in range(12)]
 
 
+def test_a_replay_serves_recorded_ca_text_on_string_records(procs, prefix, tmp_path):
+    """A CA metadata channel of text (a sample name) is served again on a stringin
+    record: recorded again from the replay, the same texts, a long one cut to the 39
+    characters of an EPICS string, with one warning naming the channel."""
+    meta = f"{prefix}:sample"
+    texts = [f"sample-{k}" for k in range(7)] + ["a name much longer than an EPICS string holds"]
+    source = tmp_path / "text.h5"
+    recorder = Recorder(RecordSettings(str(source), channel="cam", metadata={meta: "ca"}))
+    for k, text in enumerate(texts):  # 100 ms apart: CA does not merge the updates
+        t = 1000.0 + 0.1 * k
+        recorder.add_metadata(meta, text, t, t)
+        recorder.add_frame(capture_frame(make_frame(np.full((4, 4), k, np.uint8), k + 1,
+                                                    time_stamp=t), t))  # fmt: skip
+    recorder.close()
+    channel, path = f"{prefix}:img", tmp_path / "again.h5"
+    sim = procs.start("sim", "-cn", channel, "-if", source, "--timing", "original",
+                      "-std", "3", "-rf", "json", name="sim")  # fmt: skip
+    rec, status = start_recorder(procs, channel, path, "-mc", f"ca://{meta}")
+    wait_connected(status, procs)
+    assert int(sim_final_report(sim, 30)["nSent"]) == len(texts)
+    sim.expect_exit = True
+    stop_recorder(rec, status, len(texts), procs, metadata={meta: len(texts)})
+    with Recording(str(path)) as r:
+        (log,) = r.metadata
+        assert log.protocol == "ca"
+        got = [v for v in log.values if v]  # after the record's initial, empty value
+        assert got == texts[:-1] + [texts[-1][:39]], list(log.values)
+    warnings = [line for line in sim.output().splitlines() if "longer than the 39" in line]
+    assert len(warnings) == 1 and meta in warnings[0], sim.output()[-2000:]
+
+
 def test_record_from_a_p4p_source(procs, prefix, tmp_path):
     channel, path = f"{prefix}:p4p", tmp_path / "p4p.h5"
     with P4pSource(channel) as source:

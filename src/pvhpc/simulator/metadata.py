@@ -39,17 +39,32 @@ def metadata_object(value_type: pva.ScalarType = pva.DOUBLE) -> pva.PvObject:
     return pva.PvObject({"value": value_type, "timeStamp": pva.PvTimeStamp()})
 
 
+#: Characters an EPICS string record holds (``MAX_STRING_SIZE`` less the terminator).
+CA_STRING_LENGTH = 39
+
+
 class CaMetadata:
     """CA metadata records on an embedded IOC, stamped with a clock record's time.
 
     Per frame, :meth:`tick` processes the clock record, whose time becomes the
     frame's timestamp; the metadata records copy that time through ``TSEL`` when
     :meth:`update` writes their values (with ``clocked=False``, for a replay, each
-    record is stamped when written). One CA IOC can be started per process.
+    record is stamped when written). Channels named in ``strings`` (a replay's
+    channels of text) are ``stringin`` records, the others ``ai``. One CA IOC can be
+    started per process.
     """
 
-    def __init__(self, names: list[str], tag: str, quiet: bool, clocked: bool = True):
+    def __init__(
+        self,
+        names: list[str],
+        tag: str,
+        quiet: bool,
+        clocked: bool = True,
+        strings: frozenset[str] | set[str] = frozenset(),
+    ):
         self.names = names
+        self.strings = set(strings) & set(names)
+        self._truncated: set[str] = set()
         self.clock = f"{tag}:clock"
         self.clock_text = f"{tag}:clockText"
         dbd_path = _dbd_path()
@@ -59,11 +74,12 @@ class CaMetadata:
             f'field(INP, "@%s.%09f") field(TSEL, "{self.clock}.TIME") }}',
         ]
         records += [
-            f'record(ai, "{name}") {{ field(PREC, "6")'
+            (f'record(stringin, "{name}") {{' if name in self.strings else
+             f'record(ai, "{name}") {{ field(PREC, "6")')
             + (f' field(TSEL, "{self.clock}.TIME")' if clocked else "")
             + " }"
             for name in names
-        ]
+        ]  # fmt: skip
         ioc = pva.CaIoc()
         with tempfile.NamedTemporaryFile("w", suffix=".db", delete=False) as db:
             db.write("\n".join(records) + "\n")
@@ -94,9 +110,25 @@ class CaMetadata:
         for name in self.names:
             put(name, value)
 
-    def put(self, name: str, value: float) -> None:
+    def put(self, name: str, value: float | str) -> None:
         """Write one record's value, stamped now (a replayed update; records made with
-        ``clocked=False`` take the time they are processed at)."""
+        ``clocked=False`` take the time they are processed at). A string record gets
+        the value's text, cut to what EPICS strings hold (a warning, once a channel)."""
+        if name in self.strings:
+            value = str(value)
+            if len(value) > CA_STRING_LENGTH:
+                if name not in self._truncated:
+                    self._truncated.add(name)
+                    logger.warning(
+                        "CA metadata channel %s: %r is longer than the %d characters of an "
+                        "EPICS string record; served cut to that length (a PVA channel, "
+                        "-mpv pva://%s, keeps the whole text)",
+                        name,
+                        value,
+                        CA_STRING_LENGTH,
+                        name,
+                    )
+                value = value[:CA_STRING_LENGTH]
         self.ioc.putField(name, value)
 
     def stop(self) -> None:

@@ -149,6 +149,7 @@ class Simulator:
                     tag,
                     quiet=not logger.isEnabledFor(logging.DEBUG),
                     clocked=self.replay is None,
+                    strings=_string_channels(self.replay),
                 )
             except (RuntimeError, pva.PvaException) as exc:
                 raise UsageError(
@@ -263,6 +264,7 @@ class Simulator:
         original = replay.original
         t0_ns = 0
         last_ns = 0
+        failed: set[str] = set()
 
         def publish(event, offset: float) -> None:
             value = event.value
@@ -272,7 +274,18 @@ class Simulator:
                     try:
                         ca.put(event.name, value)
                     except (pva.PvaException, TypeError, ValueError) as exc:
-                        logger.debug("CA metadata %s = %r: %s", event.name, event.value, exc)
+                        first = event.name not in failed
+                        failed.add(event.name)
+                        logger.log(
+                            logging.WARNING if first else logging.DEBUG,
+                            "CA metadata channel %s: cannot serve the recorded value %r: %s%s",
+                            event.name,
+                            event.value,
+                            exc,
+                            " (later failures of this channel are logged with -ll debug)"
+                            if first
+                            else "",
+                        )
                 return
             ns = t0_ns + int(offset * 1e9) if original and t0_ns else time_ns()
             stamp = {"secondsPastEpoch": ns // 1_000_000_000, "nanoseconds": ns % 1_000_000_000}
