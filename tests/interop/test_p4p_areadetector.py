@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 
 import h5py
+import hdf5plugin  # noqa: F401 - decodes the frames stored compressed
 import numpy as np
 import pytest
 from p4p_source import P4pMonitor, P4pSource, image, p4p_context, unique_id
@@ -59,15 +60,16 @@ class AreaDetectorSource(P4pSource):
 
 
 @pytest.mark.parametrize(
-    "codec, shape, dtype",
+    "codec, shape, dtype, keep",
     [
-        ("lz4", (12, 16), "uint16"),
-        ("bslz4", (12, 16), "float32"),
-        ("blosc", (12, 16, 3), "uint8"),  # RGB1
+        ("lz4", (12, 16), "uint16", False),
+        ("bslz4", (12, 16), "float32", False),
+        ("blosc", (12, 16, 3), "uint8", False),  # RGB1
+        ("bslz4", (12, 16), "uint16", True),  # stored as it came (keepCompression)
     ],
 )
 def test_compressed_frames_with_attributes_are_written_and_republished_intact(
-    procs, prefix, tmp_path, codec, shape, dtype
+    procs, prefix, tmp_path, codec, shape, dtype, keep
 ):
     src = AreaDetectorSource(f"{prefix}:image", shape, dtype, codec)
     ctx = p4p_context()
@@ -88,7 +90,7 @@ def test_compressed_frames_with_attributes_are_written_and_republished_intact(
             "Hdf5AdImageWriter",
             "-pa",
             f'{{"outputDirectory": "{tmp_path}", "outputFileNameFormat": "run.h5", '
-            '"nImagesPerFile": 0}',
+            f'"nImagesPerFile": 0, "keepCompression": {str(keep).lower()}}}',
             name="c",
         )
         status = f"{prefix}:c:1:status"
@@ -106,6 +108,7 @@ def test_compressed_frames_with_attributes_are_written_and_republished_intact(
         with h5py.File(tmp_path / "run.h5", "r") as f:
             data = f["/entry/data/data"]
             assert data.dtype == np.dtype(dtype) and data.shape == (N_FRAMES, *shape)
+            assert data.attrs.get("codec", "") == (codec if keep else "")
             assert f["/entry/data/uniqueId"][()].tolist() == ids
             for k, uid in enumerate(ids):
                 assert np.array_equal(data[k], image(uid, shape, np.dtype(dtype))), uid

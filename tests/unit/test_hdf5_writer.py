@@ -117,6 +117,54 @@ def test_compressed_frames_are_stored_decompressed(tmp_path):
         np.testing.assert_array_equal(f["/entry/data/data"][()], np.stack(h.published_images))
 
 
+@pytest.mark.parametrize("codec", ["lz4", "bslz4", "blosc"])
+def test_compressed_frames_kept_compressed_decode_through_the_hdf5_filter(tmp_path, codec):
+    """keepCompression: the frame's bytes are the chunk (nothing decompressed), which
+    h5py with hdf5plugin decodes to the frame's pixels; a smaller file for it."""
+    import hdf5plugin  # noqa: F401 - the lz4, bitshuffle and blosc filters
+
+    from pvhpc.record.chunks import FILTERS
+
+    ramps = [np.add.outer(np.arange(32), np.arange(48)).astype(np.uint16) + k for k in range(6)]
+    frames = [make_frame(im, k + 1, codec=codec, attributes={"k": k}) for k, im in enumerate(ramps)]
+    for keep, name in ((True, "kept.h5"), (False, "plain.h5")):
+        with writer(tmp_path, keepCompression=keep, outputFileNameFormat=name,
+                    nImagesPerFile=0) as h:  # fmt: skip
+            h.run(frames)
+        assert h.stats["nImageBytesWritten"] == 6 * 32 * 48 * 2
+    with h5py.File(tmp_path / "kept.h5", "r") as f:
+        data = f["/entry/data/data"]
+        assert data.attrs["codec"] == codec
+        assert data.id.get_create_plist().get_filter(0)[0] == FILTERS[codec]
+        np.testing.assert_array_equal(data[()], np.stack(ramps))
+        assert f["/entry/instrument/NDAttributes/k"][()].tolist() == list(range(6))
+        assert f["/entry/data/uniqueId"][()].tolist() == list(range(1, 7))
+    with h5py.File(tmp_path / "plain.h5", "r") as f:
+        assert "codec" not in f["/entry/data/data"].attrs
+    assert os.path.getsize(tmp_path / "kept.h5") < os.path.getsize(tmp_path / "plain.h5")
+
+
+def test_keep_compression_stores_other_frames_as_before_and_a_new_codec_starts_a_file(tmp_path):
+    image = np.arange(30, dtype=np.uint8).reshape(5, 6)
+    rgb = np.random.default_rng(1).integers(0, 255, (5, 6, 3), dtype=np.uint8)
+    frames = [
+        make_frame(image, 1),  # uncompressed: the image
+        make_frame(image, 2, codec="lz4"),  # another layout: the next file
+        make_frame(image, 3, codec="blosc"),  # another codec: the next file
+        make_frame(rgb, 4, color_mode=3, codec="lz4"),  # RGB2: stored transposed, decoded
+    ]
+    with writer(tmp_path, keepCompression="yes", nImagesPerFile=10) as h:
+        h.run(frames)
+    assert sorted(os.listdir(tmp_path)) == [f"00000{i}.2.h5" for i in range(1, 5)]
+    codecs = []
+    for i in range(1, 5):
+        with h5py.File(tmp_path / f"00000{i}.2.h5", "r") as f:
+            codecs.append(f["/entry/data/data"].attrs.get("codec", ""))
+            if i == 4:
+                np.testing.assert_array_equal(f["/entry/data/data"][0], rgb)
+    assert codecs == ["", "lz4", "blosc", ""]
+
+
 def test_a_different_frame_shape_starts_a_new_file(tmp_path):
     frames = [make_frame(np.zeros((4, 4), np.uint8), 1), make_frame(np.zeros((4, 4), np.uint8), 2)]
     frames.append(make_frame(np.ones((2, 3), np.uint8), 3))
@@ -164,6 +212,7 @@ def test_bad_configuration_is_a_usage_error(tmp_path):
         ({"datasetName": "/"}, "needs a dataset name"),
         ({"attributeGroup": "entry/data"}, "attributeGroup '/entry/data'.*a group of their own"),
         ({"datasetName": "/a/b", "attributeGroup": "/a/b/c"}, "a group of their own"),
+        ({"keepCompression": "perhaps"}, "keepCompression 'perhaps': give true or false"),
         ({"outputDirectory": os.path.join(out, "f", "x")}, "cannot create it"),
     ]:
         (tmp_path / "f").write_text("")

@@ -18,11 +18,18 @@ Configuration keys (camelCase, as in PvaPy's processor of the same name):
     them: one dataset per attribute name, one value per frame, of the attribute's
     type (see :class:`pvhpc.record.layout.AttributeColumns` for frames without a
     value); ``""`` writes no attributes.
+``keepCompression`` [false]
+    Store compressed frames (``codec.name`` set) as they arrived: their bytes become
+    the HDF5 chunk of the filter that decodes them (lz4 32004, bitshuffle/lz4 32008,
+    blosc 32001; see :mod:`pvhpc.record.chunks`), with no decompression on the way.
+    Readers need the filter plugins (``pip install hdf5plugin``). RGB2/RGB3 frames,
+    stored transposed, are decompressed as without the option.
 
 The image dataset is ``(n, ny, nx)`` for mono frames and ``(n, ny, nx, 3)`` for RGB,
 of the frames' own dtype, one chunk per frame; compressed frames are stored
-decompressed. A file holds frames of one shape and type: a frame that differs
-closes the current file and starts the next one. Every file is closed on
+decompressed unless ``keepCompression``. A file holds frames of one shape, type and
+(with ``keepCompression``) codec: a frame that differs closes the current file and
+starts the next one. Every file is closed on
 ``stop()``, its datasets trimmed to the frames it holds, and carries the
 attributes ``nImages`` and ``processorId`` on the image dataset. Files are written
 under their final name; an existing file of that name is replaced.
@@ -30,17 +37,20 @@ under their final name; an existing file of that name is replaced.
 
 from __future__ import annotations
 
+import math
 import os
 import posixpath
 import threading
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pvaccess as pva
 
+from ..ntnda import COLOR_MODE_RGB2, COLOR_MODE_RGB3, get_codec, get_color_mode, get_dims
 from ..processor import UserDataProcessor
-from ..record.capture import read_attributes
+from ..record.capture import capture_frame, read_attributes
+from ..record.chunks import chunk_bytes, filter_options
 from ..record.layout import AttributeColumns
 from .ad_image import get_data_timestamp, get_frame_id, get_image, get_timestamp
 from .output_file import check_file_name_format, prepare_directory
@@ -68,12 +78,25 @@ _SIDE_DATASETS = ("uniqueId", "timeStamp", "dataTimeStamp")
 _ATTRIBUTE_ROWS = 1024
 
 
+class _Settings(NamedTuple):
+    """The configuration in effect, read together (``configure`` replaces it whole)."""
+
+    directory: str
+    name_format: str
+    n_images: int
+    dataset: str
+    attribute_group: str
+    keep_compression: bool
+
+
 class _OpenFile:
     """One HDF5 file being filled; owned by the processing thread.
 
-    Images go straight to their chunk (one chunk per frame, no filter pipeline:
-    twice as fast as slice assignment for small frames). Ids and timestamps are
-    kept in memory and written when the file is closed.
+    Made for frames of one ``layout``: (shape, dtype, codec), codec ``''`` for images
+    stored uncompressed. Images go straight to their chunk (one chunk per frame, no
+    filter pipeline: twice as fast as slice assignment for small frames); so do
+    compressed frames, wrapped for their filter. Ids and timestamps are kept in
+    memory and written when the file is closed.
     """
 
     def __init__(
@@ -82,30 +105,34 @@ class _OpenFile:
         path: str,
         dataset: str,
         capacity: int,
-        image: np.ndarray,
+        layout: tuple,
         attribute_group: str,
     ):
         self.path = path
-        self.shape = image.shape
-        self.dtype = image.dtype
+        self.layout = layout
+        self.shape, self.dtype, self.codec = layout
         self.count = 0
         self.capacity = capacity
         self.meta: list[tuple[int, float, float]] = []
-        self._zeros = (0,) * image.ndim
+        self._zeros = (0,) * len(self.shape)
+        nbytes = math.prod(self.shape) * self.dtype.itemsize
         initial = capacity if capacity > 0 else 64
         self.file = h5py.File(path, "w")
         try:
             self.images = self.file.create_dataset(
                 dataset,
-                shape=(initial, *image.shape),
-                maxshape=(capacity if capacity > 0 else None, *image.shape),
-                dtype=image.dtype,
-                chunks=(1, *image.shape) if image.size else True,
+                shape=(initial, *self.shape),
+                maxshape=(capacity if capacity > 0 else None, *self.shape),
+                dtype=self.dtype,
+                chunks=(1, *self.shape) if nbytes else True,
+                **filter_options(self.codec, self.dtype.itemsize, nbytes),
             )
+            if self.codec:
+                self.images.attrs["codec"] = self.codec
         except BaseException:
             self.file.close()
             raise
-        self._direct = image.size > 0
+        self._direct = nbytes > 0
         self.attributes = (
             AttributeColumns(h5py, lambda: self.file.require_group(attribute_group))
             if attribute_group
@@ -114,15 +141,18 @@ class _OpenFile:
         self._attributes_written = 0
 
     def append(
-        self, image: np.ndarray, frame_id: int, stamp: float, data_stamp: float, attributes: list
+        self, data: np.ndarray, frame_id: int, stamp: float, data_stamp: float, attributes: list
     ) -> None:
+        """Add one frame: ``data`` is the image, or, for a compressed layout, the
+        frame's chunk (:func:`chunk_bytes`)."""
         i = self.count
         if i >= self.images.shape[0]:
             self.images.resize(2 * i, axis=0)
         if self._direct:
-            self.images.id.write_direct_chunk((i, *self._zeros), np.ascontiguousarray(image))
+            chunk = data if self.codec else np.ascontiguousarray(data)
+            self.images.id.write_direct_chunk((i, *self._zeros), chunk)
         else:
-            self.images[i] = image
+            self.images[i] = data
         self.meta.append((frame_id, stamp, data_stamp))
         self.count = i + 1
         if self.attributes is not None:
@@ -180,7 +210,8 @@ class Hdf5AdImageWriter(UserDataProcessor):
         self.nImagesPerFile = 1000
         self.datasetName = "/entry/data/data"
         self.attributeGroup = "/entry/instrument/NDAttributes"
-        self._settings: tuple = ()
+        self.keepCompression = False
+        self._settings: _Settings
         self._apply(self.configDict)
         self._file: _OpenFile | None = None
         self.outputFileId = 0
@@ -218,6 +249,7 @@ class Hdf5AdImageWriter(UserDataProcessor):
                     f"in {posixpath.dirname(dataset)!r}; give the attributes a group of "
                     'their own (or "" for none)'
                 )
+        keep = _flag(config.get("keepCompression", self.keepCompression), "keepCompression")
         directory = prepare_directory(directory)
         with self._lock:
             self.outputDirectory = directory
@@ -225,7 +257,8 @@ class Hdf5AdImageWriter(UserDataProcessor):
             self.nImagesPerFile = n_images
             self.datasetName = dataset
             self.attributeGroup = group
-            self._settings = (directory, name_format, n_images, dataset, group)
+            self.keepCompression = keep
+            self._settings = _Settings(directory, name_format, n_images, dataset, group, keep)
 
     def start(self) -> None:
         """Check the output directory again (it may have gone since construction)."""
@@ -247,19 +280,20 @@ class Hdf5AdImageWriter(UserDataProcessor):
             "nImagesPerFile",
             "datasetName",
             "attributeGroup",
+            "keepCompression",
         }
         if keys & set(configDict):
             self._apply(configDict)
 
-    def _open(self, image: np.ndarray) -> _OpenFile:
+    def _open(self, layout: tuple) -> _OpenFile:
         with self._lock:
-            directory, name_format, n_images, dataset, group = self._settings
+            s = self._settings
         self.outputFileId += 1
-        name = name_format.format(outputFileId=self.outputFileId, processorId=self.processorId)
-        path = os.path.join(directory, name)
+        name = s.name_format.format(outputFileId=self.outputFileId, processorId=self.processorId)
+        path = os.path.join(s.directory, name)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         self.logger.debug("opening %s", path)
-        return _OpenFile(self._h5py, path, dataset, n_images, image, group)
+        return _OpenFile(self._h5py, path, s.dataset, s.n_images, layout, s.attribute_group)
 
     def _close(self) -> None:
         current, self._file = self._file, None
@@ -291,38 +325,39 @@ class Hdf5AdImageWriter(UserDataProcessor):
         """Republish the frame, then append it to the current file."""
         self.updateOutputChannel(pvObject)
         started = time.monotonic()
+        settings = self._settings
         try:
-            image = get_image(pvObject)
+            data, layout, nbytes, attributes = self._frame_data(pvObject, settings)
         except Exception:
             self.nErrors += 1
             raise
         try:
             current = self._file
-            if current is not None and (
-                current.shape != image.shape or current.dtype != image.dtype
-            ):
+            if current is not None and current.layout != layout:
                 self.logger.info(
-                    "frame %s is %s %s, file %s holds %s %s: starting a new file",
+                    "frame %s is %s %s%s, file %s holds %s %s%s: starting a new file",
                     get_frame_id(pvObject),
-                    image.dtype,
-                    image.shape,
+                    layout[1],
+                    layout[0],
+                    f" {layout[2]}" if layout[2] else "",
                     current.path,
                     current.dtype,
                     current.shape,
+                    f" {current.codec}" if current.codec else "",
                 )
                 self._close()
                 current = None
             if current is None:
-                current = self._file = self._open(image)
+                current = self._file = self._open(layout)
             current.append(
-                image,
+                data,
                 get_frame_id(pvObject),
                 get_timestamp(pvObject),
                 get_data_timestamp(pvObject),
-                read_attributes(pvObject) if current.attributes is not None else (),
+                attributes,
             )
             self.nFramesWritten += 1
-            self.nImageBytesWritten += image.nbytes
+            self.nImageBytesWritten += nbytes
             if current.full:
                 self._close()
         except Exception as exc:
@@ -334,6 +369,20 @@ class Hdf5AdImageWriter(UserDataProcessor):
             self._first_write = started
         self._last_write = finished
         return pvObject
+
+    @staticmethod
+    def _frame_data(frame: Any, settings: _Settings) -> tuple:
+        """``(data, layout, nbytes, attributes)`` of a frame: the image, or with
+        ``keepCompression`` the chunk of a compressed frame, as it arrived."""
+        with_attributes = bool(settings.attribute_group)
+        if settings.keep_compression and get_codec(frame) and not _transposed(frame):
+            captured = capture_frame(frame, 0.0)
+            nbytes = captured.nbytes
+            chunk = chunk_bytes(captured.codec, captured.payload, nbytes, captured.dtype.itemsize)
+            return chunk, captured.layout, nbytes, captured.attributes if with_attributes else ()
+        image = get_image(frame)
+        attributes = read_attributes(frame) if with_attributes else ()
+        return image, (image.shape, image.dtype, ""), image.nbytes, attributes
 
     def stop(self) -> None:
         """Close the current file, trimmed to the frames it holds."""
@@ -378,3 +427,22 @@ class Hdf5AdImageWriter(UserDataProcessor):
             "frameWriteRate": pva.DOUBLE,
             "currentFileId": pva.UINT,
         }
+
+
+def _transposed(frame: Any) -> bool:
+    """Whether the writer stores this frame in another order than it carries it
+    (RGB2, RGB3: ``get_image`` transposes them)."""
+    return len(get_dims(frame)) == 3 and get_color_mode(frame) in (COLOR_MODE_RGB2, COLOR_MODE_RGB3)
+
+
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
+
+
+def _flag(value: Any, key: str) -> bool:
+    """A configuration flag: a bool, 0/1, or true/false/yes/no/on/off."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE or text in _FALSE:
+        return text in _TRUE
+    raise ValueError(f"{key} {value!r}: give true or false")
