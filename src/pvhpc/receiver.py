@@ -447,6 +447,9 @@ class Receiver:
                 self._subscribed_at = time.monotonic()
                 self._probe_window = PROBE_FIRST
                 self._quiet_mark = self.n_received
+        if self._stopped:  # nothing waits for it any more
+            self.logger.debug("%s %s", self.channel_name, "up" if connected else "down")
+            return
         if connected:
             if again and (not polled or self.n_received == self._quiet_mark):
                 # The same channel reconnected: its monitor sends the source's current

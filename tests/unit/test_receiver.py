@@ -184,6 +184,21 @@ def test_an_id_field_of_another_integer_type_after_a_restart_is_still_read(serve
     assert delivered.ids == [1, 2, 3, 4, 5, 6]
 
 
+def test_a_stopped_receiver_does_not_say_it_waits_for_a_source_that_goes(server, prefix, caplog):
+    """After stop() nothing waits for the source: its going is no warning. (pvaccess
+    reports it to the stopped channel's callback only sometimes, and late: the test
+    makes the call pvaccess makes.)"""
+    caplog.set_level(logging.DEBUG, logger="pvhpc.receiver")
+    channel = f"{prefix}:a"
+    r, _ = started(server, channel)
+    r.stop()
+    server.removeRecord(channel)
+    r._connection_callback(False)
+    assert not r.connected
+    assert "lost connection" not in caplog.text
+    assert f"{channel} down" in caplog.text
+
+
 _INTEGER_EXTREMES = [
     (pva.UBYTE, 255),
     (pva.SHORT, -32768),
