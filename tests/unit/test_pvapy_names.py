@@ -146,6 +146,20 @@ def test_reshape_mono_matches_pvapy(dtype):
         np.testing.assert_array_equal(ours[1], image)
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int32, np.float32],
+                         ids=lambda d: np.dtype(d).name)  # fmt: skip
+def test_our_bslz4_frames_decode_with_pvapys_utility(dtype):
+    """bslz4 frames as our simulator sends them (``-cd bslz4``; lz4 and blosc are in
+    the codecs section below) decode with the helper a PvaPy user's processor calls,
+    to the same pixels."""
+    image = pixels(dtype, (12, 10), seed=3)
+    frame = make_frame(image, 4, codec="bslz4")
+    theirs = AdImageUtility.reshapeNtNdArray(frame)
+    assert theirs[1].dtype == image.dtype
+    np.testing.assert_array_equal(theirs[1], image)
+    assert_same_reshape(AdImageProcessor.reshapeNtNdArray(frame), theirs)
+
+
 @pytest.mark.parametrize("mode", [2, 3, 4], ids=["rgb1", "rgb2", "rgb3"])
 def test_reshape_rgb_frames_built_by_pvapy(mode):
     rgb = pixels(np.uint8, (4, 5, 3), seed=mode)
