@@ -25,6 +25,14 @@ LOOPBACK_ENV: dict[str, str] = {
 }
 
 
+def search_settings(ca: bool = False) -> str:
+    """Where this process's searches for a PVA (``ca``: CA) channel go, as the EPICS
+    variables say: for a message about a channel no server answers."""
+    kind = "CA" if ca else "PVA"
+    names = (f"EPICS_{kind}_ADDR_LIST", f"EPICS_{kind}_AUTO_ADDR_LIST")
+    return ", ".join(f"{n}={os.environ[n]!r}" if n in os.environ else f"{n} unset" for n in names)
+
+
 def loopback_env(base: dict[str, str] | None = None) -> dict[str, str]:
     """A copy of ``base`` (default: this process's environment) pinned to loopback."""
     env = dict(os.environ if base is None else base)

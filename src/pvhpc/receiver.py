@@ -20,8 +20,9 @@ import pvaccess as pva
 
 from .counting import IdTracker
 from .errors import distributor_refused, server_answer
+from .loopback import search_settings
 
-__all__ = ["Receiver", "id_getter"]
+__all__ = ["Receiver", "absent_message", "id_getter"]
 
 
 def _thread_state_pinner() -> Callable[[], Any]:
@@ -62,6 +63,8 @@ RESUBSCRIBE_WARNING_PERIOD = 60.0
 # source checked for the distributor plugin (see Receiver._check_distributor).
 DISTRIBUTOR_CHECK_AFTER = 1.0
 MAX_CHECK_CHANNELS = 64
+# A receiver whose channel no server has answered this long after start says so, once.
+ABSENT_WARNING_AFTER = 10.0
 
 _pin_thread_state = _thread_state_pinner()
 # Threads whose state is pinned. An ident reused by a later thread only means
@@ -171,6 +174,7 @@ class Receiver:
         self._subscribed_at = 0.0
         self._probe_window = PROBE_FIRST
         self._stopped = False
+        self._said_absent = False
         self._last_error_log = 0.0
         self._connection_lock = threading.Lock()
         # What pvaccess may still call stays alive (see _retire): one bound method is
@@ -218,6 +222,12 @@ class Receiver:
         if self._stopped:
             return
         now = time.monotonic() if now is None else now
+        if not self.n_connects and not self._said_absent:
+            if now - self._started_at >= ABSENT_WARNING_AFTER:
+                self._said_absent = True
+                self.logger.warning(
+                    "%s", absent_message(self.channel_name, self.provider, ABSENT_WARNING_AFTER)
+                )
         if not self._distributor_ok and self._supervise_distributor(now):
             return
         channel = self._channel
@@ -376,6 +386,17 @@ class Receiver:
             except pva.PvaException as exc:
                 self.logger.debug("stopping monitor on %s: %s", self.channel_name, exc)
 
+    def say_if_never_connected(self) -> None:
+        """At the end of a run that went as asked: a warning if no server ever
+        answered for the channel (a name mistyped, a server not running)."""
+        if self._started_at and not self.n_connects:
+            self.logger.warning(
+                "%s: no server answered in the %.0f s this ran, nothing was received%s",
+                self.channel_name,
+                time.monotonic() - self._started_at,
+                "" if self._said_absent else f" ({search_settings(self.provider == pva.CA)})",
+            )
+
     @property
     def n_overruns(self) -> int:
         """Updates the server replaced before we read them (from the monitor counters)."""
@@ -511,3 +532,13 @@ class Receiver:
                 type(exc).__name__,
                 exc,
             )
+
+
+def absent_message(channel: str, provider: Any, after: float) -> str:
+    """The one line for a channel no server has answered in ``after`` seconds."""
+    ca = provider == pva.CA
+    return (
+        f"{channel}: no {'CA' if ca else 'PVA'} server has answered in {after:g} s; still "
+        f"searching. Check the channel name, and that its server runs and can be reached "
+        f"({search_settings(ca)})"
+    )

@@ -645,3 +645,23 @@ def test_objects_without_a_usable_id_are_counted_as_errors(procs, prefix, tmp_pa
     assert ids_of(tmp_path) == list(range(1, 31))
     out = c.output()
     assert "no usable id field 'uniqueId'" in out and "Traceback" not in out
+
+
+def test_a_mistyped_channel_is_named_at_the_end(procs, prefix):
+    """Nothing answers for the input channel nor a metadata channel: the run ends as
+    asked (status 0, the table of zeros) and says, for each, that no server answered
+    and where the searches went."""
+    c = procs.start("consumer", "-ic", f"{prefix}:imgae", "-mc", f"ca://{prefix}:motr",
+                    "-rt", "2", name="c")  # fmt: skip
+    assert c.wait(30) == 0
+    out = c.output()
+    assert re.search(
+        rf"WARNING .*{prefix}:imgae: no server answered in the 2 s this ran, nothing was "
+        r"received \(EPICS_PVA_ADDR_LIST='127\.0\.0\.1', EPICS_PVA_AUTO_ADDR_LIST='NO'\)",
+        out,
+    ), out
+    assert re.search(
+        rf"WARNING .*metadata channel {prefix}:motr: no server answered in the 2 s this ran, "
+        r"no value was received \(EPICS_CA_ADDR_LIST='127\.0\.0\.1'",
+        out,
+    ), out

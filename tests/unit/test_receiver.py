@@ -199,6 +199,33 @@ def test_a_stopped_receiver_does_not_say_it_waits_for_a_source_that_goes(server,
     assert f"{channel} down" in caplog.text
 
 
+def test_a_channel_no_server_answers_is_named_with_where_searches_go(
+    server, prefix, caplog, monkeypatch
+):
+    """A mistyped name: one warning while it waits, naming the channel and the EPICS
+    address settings; one at the end that nothing came. A channel that connected
+    gets neither."""
+    monkeypatch.setattr(receiver_module, "ABSENT_WARNING_AFTER", 0.3)
+    caplog.set_level(logging.WARNING, logger="pvhpc.receiver")
+    absent, _ = make_receiver(f"{prefix}:nosuch")
+    absent.start()
+    present, _ = started(server, f"{prefix}:a")
+    drive([absent, present], lambda: "still searching" in caplog.text, "the warning", 5)
+    drive([absent, present], lambda: True, "one more tick")
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [
+        f"{prefix}:nosuch: no PVA server has answered in 0.3 s; still searching. Check the "
+        "channel name, and that its server runs and can be reached (EPICS_PVA_ADDR_LIST="
+        "'127.0.0.1', EPICS_PVA_AUTO_ADDR_LIST='NO')"
+    ]
+    for r in (absent, present):
+        r.stop()
+        r.say_if_never_connected()
+    assert len(caplog.records) == 2
+    assert caplog.records[1].getMessage().startswith(f"{prefix}:nosuch: no server answered in the ")
+    assert caplog.records[1].getMessage().endswith("this ran, nothing was received")
+
+
 _INTEGER_EXTREMES = [
     (pva.UBYTE, 255),
     (pva.SHORT, -32768),

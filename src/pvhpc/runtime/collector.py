@@ -161,6 +161,8 @@ class Collector(Stage):
         finally:
             for r in self.receivers:
                 r.stop()
+                if not self.exit_status:
+                    r.say_if_never_connected()
             self.cache.flush()
             self.stop_processing()
             self.report(final=True)

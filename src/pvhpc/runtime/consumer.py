@@ -147,6 +147,8 @@ class Consumer(Stage):
             self.run_loop()
         finally:
             self._stop_receiving()
+            if not self.exit_status:
+                self.receiver.say_if_never_connected()
             self.stop_processing()
             self.report(final=True)
             self.server.stop()

@@ -262,6 +262,8 @@ class Stage(ControlCommands):
                 self.process_one(pv, oid)
         for m in self.metadata:
             m.stop()
+            if not self.exit_status:
+                m.say_if_never_answered(self.logger)
         try:
             self.processor.stop()
         except Exception as exc:  # noqa: BLE001 - user code at shutdown: log, go on
@@ -298,6 +300,8 @@ class Stage(ControlCommands):
             self._adapt_latency_sampling()
             self.on_tick()
             now = time.monotonic()
+            for m in self.metadata:
+                m.watch(now, self.logger)
             if deadline is not None and now >= deadline and not self.stop_event.is_set():
                 self.request_stop(f"runtime of {cfg.runtime:g} s reached")
             if next_report is not None and now >= next_report and not self.stop_event.is_set():
