@@ -154,6 +154,7 @@ def test_bad_configuration_is_a_usage_error_from_the_command_line(tmp_path):
         ({"outputDirectory": out, "outputFileNameFormat": "{uniqueId}.bmp"}, "extension .bmp"),
         ({"outputDirectory": out, "outputFileNameFormat": "{uniqueId}"}, r"extension \(none\)"),
         ({"outputDirectory": out, "objectIdOffset": "x"}, "objectIdOffset 'x'"),
+        ({"outputDirectory": out, "writeAttributes": "maybe"}, "writeAttributes 'maybe'"),
     ]:
         with pytest.raises(UsageError, match=message):
             create_processor(cls, config)
@@ -203,3 +204,31 @@ def test_configure_changes_directory_and_format_while_running(tmp_path):
         h.process(make_frame(np.zeros((2, 2), np.uint8), 3))
     assert os.listdir(tmp_path / "out") == ["000001.tiff"]
     assert sorted(os.listdir(tmp_path / "b")) == ["x2.png", "x3.png"]
+
+
+def test_tiff_files_carry_id_time_and_attributes_in_areadetectors_tags(tmp_path):
+    """The private tags of areaDetector's TIFF plugin: uniqueId 65001, the
+    dataTimeStamp in the EPICS epoch 65002/65003, each attribute ``name:value`` from
+    65010 on (an empty value as ``name:``); writeAttributes false leaves them out."""
+    stamp = 1_796_000_000.25  # POSIX seconds
+    frame = make_frame(np.zeros((3, 4), np.uint16), 77, data_time_stamp=stamp,
+                       attributes={"Temperature": 21.5, "Model": "cam", "Shutter": None})  # fmt: skip
+    with harness(tmp_path) as h:
+        h.run([frame])
+    with Image.open(tmp_path / "out" / "000077.tiff") as im:
+        tags = {k: v for k, v in im.tag_v2.items() if k >= 65000}
+    assert tags == {
+        65001: 77,
+        65002: 1_796_000_000 - 631_152_000,
+        65003: 250_000_000,
+        65010: "ColorMode:0",
+        65011: "Temperature:21.5",
+        65012: "Model:cam",
+        65013: "Shutter:",
+    }
+    config = {"outputDirectory": str(tmp_path), "outputFileNameFormat": "plain_{uniqueId}.tif",
+              "writeAttributes": "false"}  # fmt: skip
+    with ProcessorHarness(AdOutputFileProcessor, config) as h:
+        h.run([frame])
+    with Image.open(tmp_path / "plain_77.tif") as im:
+        assert not [k for k in im.tag_v2 if k >= 65000]

@@ -53,7 +53,7 @@ from ..record.capture import capture_frame, read_attributes
 from ..record.chunks import chunk_bytes, filter_options
 from ..record.layout import AttributeColumns
 from .ad_image import get_data_timestamp, get_frame_id, get_image, get_timestamp
-from .output_file import check_file_name_format, prepare_directory
+from .output_file import check_file_name_format, config_flag, prepare_directory
 
 __all__ = ["Hdf5AdImageWriter"]
 
@@ -249,7 +249,7 @@ class Hdf5AdImageWriter(UserDataProcessor):
                     f"in {posixpath.dirname(dataset)!r}; give the attributes a group of "
                     'their own (or "" for none)'
                 )
-        keep = _flag(config.get("keepCompression", self.keepCompression), "keepCompression")
+        keep = config_flag(config.get("keepCompression", self.keepCompression), "keepCompression")
         directory = prepare_directory(directory)
         with self._lock:
             self.outputDirectory = directory
@@ -433,16 +433,3 @@ def _transposed(frame: Any) -> bool:
     """Whether the writer stores this frame in another order than it carries it
     (RGB2, RGB3: ``get_image`` transposes them)."""
     return len(get_dims(frame)) == 3 and get_color_mode(frame) in (COLOR_MODE_RGB2, COLOR_MODE_RGB3)
-
-
-_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
-
-
-def _flag(value: Any, key: str) -> bool:
-    """A configuration flag: a bool, 0/1, or true/false/yes/no/on/off."""
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in _TRUE or text in _FALSE:
-        return text in _TRUE
-    raise ValueError(f"{key} {value!r}: give true or false")

@@ -13,6 +13,9 @@ Configuration keys (camelCase, as in PvaPy's processor of the same name):
     files over subdirectories (created as needed).
 ``objectIdOffset``
     Accepted for compatibility; the runtime, not this processor, uses it.
+``writeAttributes`` [true]
+    TIFF files carry the frame's id, time and NTNDArray attributes in the private
+    tags areaDetector's TIFF plugin writes (:data:`TIFF_TAGS`); false leaves them out.
 
 Which pixel types each format holds exactly (anything else is an error naming the
 frame, its type and the formats that would work):
@@ -39,7 +42,8 @@ import numpy as np
 import pvaccess as pva
 
 from ..processor import UserDataProcessor
-from .ad_image import get_frame_id, get_image
+from ..record.capture import read_attributes
+from .ad_image import get_field, get_frame_id, get_image
 
 __all__ = ["AdOutputFileProcessor"]
 
@@ -50,6 +54,15 @@ _EXACT = {
     "JPEG": {"uint8"},
 }
 _NAME_FIELDS = ("uniqueId", "frameId", "objectId", "processorId")
+
+#: The private TIFF tags of areaDetector's NDFileTIFF: the frame's uniqueId (LONG),
+#: its dataTimeStamp in the EPICS epoch (1990) as seconds and nanoseconds (LONG), and
+#: from 65010 on one ASCII tag ``name:value`` per NTNDArray attribute.
+TIFF_TAGS = {"uniqueId": 65001, "epicsSeconds": 65002, "epicsNanoseconds": 65003}
+TIFF_FIRST_ATTRIBUTE_TAG = 65010
+TIFF_LAST_ATTRIBUTE_TAG = 65500
+#: POSIX seconds at the EPICS epoch (1990-01-01): PVA stamps count from 1970.
+EPICS_EPOCH = 631152000
 
 
 def _import_pillow() -> Any:
@@ -127,6 +140,7 @@ class AdOutputFileProcessor(UserDataProcessor):
         self.outputDirectory = "."
         self.outputFileNameFormat = "{uniqueId:06d}.tiff"
         self.objectIdOffset = 0
+        self.writeAttributes = True
         self._apply(self.configDict)
         self._made_dirs: set[str] = set()
         self.resetStats()
@@ -147,11 +161,13 @@ class AdOutputFileProcessor(UserDataProcessor):
             offset = int(offset)
         except (TypeError, ValueError):
             raise ValueError(f"objectIdOffset {offset!r}: not an integer") from None
+        tags = config_flag(config.get("writeAttributes", self.writeAttributes), "writeAttributes")
         directory = prepare_directory(directory)
         with self._lock:
             self.outputDirectory = directory
             self.outputFileNameFormat = name_format
             self.objectIdOffset = offset
+            self.writeAttributes = tags
             self._format = file_format
             self._made_dirs = set()
 
@@ -172,7 +188,7 @@ class AdOutputFileProcessor(UserDataProcessor):
         Called from the control channel's thread; raises ``ValueError`` (and changes
         nothing) if the new settings are unusable.
         """
-        keys = {"outputDirectory", "outputFileNameFormat", "objectIdOffset"}
+        keys = {"outputDirectory", "outputFileNameFormat", "objectIdOffset", "writeAttributes"}
         if keys & set(configDict):
             self._apply(configDict)
 
@@ -229,8 +245,11 @@ class AdOutputFileProcessor(UserDataProcessor):
                 self._made_dirs.add(directory)
             image = self._pillow_image(pvObject)
             part = path + ".part"
+            extra = {}
+            if self._format == "TIFF" and self.writeAttributes:
+                extra["tiffinfo"] = self._tiff_tags(pvObject)
             with open(part, "wb") as f:
-                image.save(f, format=self._format)
+                image.save(f, format=self._format, **extra)
                 size = f.tell()
             os.replace(part, path)
         except Exception:
@@ -244,6 +263,30 @@ class AdOutputFileProcessor(UserDataProcessor):
         self.nFilesWritten += 1
         self.nBytesWritten += size
         return pvObject
+
+    def _tiff_tags(self, frame: Any) -> Any:
+        """The frame's id, time and attributes as areaDetector's TIFF plugin tags them."""
+        from PIL import TiffImagePlugin, TiffTags
+
+        ifd = TiffImagePlugin.ImageFileDirectory_v2()
+
+        def put(tag: int, value: Any, kind: int) -> None:
+            ifd[tag] = value
+            ifd.tagtype[tag] = kind
+
+        uid = get_frame_id(frame)
+        if 0 <= uid < 2**32:
+            put(TIFF_TAGS["uniqueId"], uid, TiffTags.LONG)
+        stamp = get_field(frame, "dataTimeStamp", None) or {}
+        seconds = int(stamp.get("secondsPastEpoch", 0)) - EPICS_EPOCH
+        if 0 <= seconds < 2**32:
+            put(TIFF_TAGS["epicsSeconds"], seconds, TiffTags.LONG)
+            put(TIFF_TAGS["epicsNanoseconds"], int(stamp.get("nanoseconds", 0)), TiffTags.LONG)
+        last = TIFF_LAST_ATTRIBUTE_TAG - TIFF_FIRST_ATTRIBUTE_TAG
+        for k, (name, value, *_) in enumerate(read_attributes(frame)[: last + 1]):
+            text = "" if value is None else str(value)
+            put(TIFF_FIRST_ATTRIBUTE_TAG + k, f"{name}:{text}", TiffTags.ASCII)
+        return ifd
 
     def resetStats(self) -> None:
         """Zero the file counters and rates."""
@@ -279,3 +322,16 @@ class AdOutputFileProcessor(UserDataProcessor):
             "byteWriteRate": pva.DOUBLE,
             "averageWriteTime": pva.DOUBLE,
         }
+
+
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
+
+
+def config_flag(value: Any, key: str) -> bool:
+    """A configuration flag: a bool, 0/1, or true/false/yes/no/on/off."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE or text in _FALSE:
+        return text in _TRUE
+    raise ValueError(f"{key} {value!r}: give true or false")
