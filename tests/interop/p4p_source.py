@@ -51,13 +51,19 @@ class P4pSource:
         self.sent: list[int] = []
 
     def wrap(self, unique_id: int, pixels: np.ndarray | None = None):
-        value = self.nt.wrap(image(unique_id, self.shape, self.dtype) if pixels is None else pixels)
+        pixels = image(unique_id, self.shape, self.dtype) if pixels is None else pixels
+        value = self.frame_value(unique_id, pixels)
         value["uniqueId"] = unique_id
         now = time.time()
         stamp = {"secondsPastEpoch": int(now), "nanoseconds": int((now % 1) * 1e9)}
         value["timeStamp"] = stamp
         value["dataTimeStamp"] = stamp
         return value
+
+    def frame_value(self, unique_id: int, pixels: np.ndarray):
+        """The frame's ``Value`` before its id and stamps are set (a subclass adds
+        what its frames carry besides)."""
+        return self.nt.wrap(pixels)
 
     def post(self, unique_id: int) -> None:
         self.pv.post(self.wrap(unique_id))

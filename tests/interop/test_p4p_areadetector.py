@@ -8,8 +8,6 @@ republishes, read back by p4p, is the frame as the source sent it.
 
 from __future__ import annotations
 
-import time
-
 import h5py
 import hdf5plugin  # noqa: F401 - decodes the frames stored compressed
 import numpy as np
@@ -42,8 +40,7 @@ class AreaDetectorSource(P4pSource):
             "Shutter": None,  # an EPICS_PV attribute whose PV is not connected
         }
 
-    def wrap(self, unique_id: int, pixels=None):
-        pixels = image(unique_id, self.shape, self.dtype) if pixels is None else pixels
+    def frame_value(self, unique_id: int, pixels: np.ndarray):
         value = self.nt.wrap(pixels, attrib=self.attributes(unique_id))
         packed = codecs.compress(pixels, self.codec)
         value["value"] = ("ubyteValue", packed.view(np.uint8))
@@ -51,11 +48,6 @@ class AreaDetectorSource(P4pSource):
         value["codec.parameters"] = scalar_type_code(self.dtype)
         value["compressedSize"] = packed.nbytes
         value["uncompressedSize"] = pixels.nbytes
-        value["uniqueId"] = unique_id
-        now = time.time()
-        stamp = {"secondsPastEpoch": int(now), "nanoseconds": int((now % 1) * 1e9)}
-        value["timeStamp"] = stamp
-        value["dataTimeStamp"] = stamp
         return value
 
 
