@@ -19,6 +19,7 @@ import numpy as np
 import pvaccess as pva
 
 from .errors import UsageError
+from .loopback import search_settings
 
 __all__ = [
     "COMMANDS",
@@ -222,13 +223,16 @@ def open_channel(name: str, provider: str, timeout: float) -> Any:
     return channel
 
 
-def fetch(channel: Any, name: str, request: str, timeout: float) -> Any:
+def fetch(channel: Any, name: str, request: str, timeout: float, ca: bool = False) -> Any:
     try:
         return channel.get(request)
     except pva.PvaException as exc:
         text = str(exc).strip()
         if "timed out" in text:
-            raise NoAnswer(f"{name} did not answer within {timeout:g} s") from None
+            raise NoAnswer(
+                f"{name} did not answer within {timeout:g} s: check the name, and that its "
+                f"server runs and can be reached ({search_settings(ca)})"
+            ) from None
         if request and ("request" in text or "fields" in text):
             raise UsageError(f"-r/--request {request!r}: {text.splitlines()[0]}") from None
         raise NoAnswer(f"{name}: {text.splitlines()[0]}") from None

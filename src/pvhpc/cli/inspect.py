@@ -36,6 +36,7 @@ from ..client import (
     send_command,
 )
 from ..errors import UsageError
+from ..loopback import search_settings
 from ..options.common import Parser, add_version
 from .common import entry_point, run_main
 
@@ -58,7 +59,7 @@ def _get(argv: Sequence[str]) -> int:
     if args.timeout <= 0:
         raise UsageError(f"--timeout must be > 0, got {args.timeout}")
     channel = open_channel(args.channel, args.provider, args.timeout)
-    pv = fetch(channel, args.channel, args.request, args.timeout)
+    pv = fetch(channel, args.channel, args.request, args.timeout, args.provider == "ca")
     sys.stdout.write(format_value(args.channel, pv) + "\n")
     return 0
 
@@ -122,7 +123,10 @@ def _monitor(argv: Sequence[str]) -> int:
                 break
             if not warned and seen[0] == 0 and now - start > 5 and not channel.isConnected():
                 warned = True
-                sys.stderr.write(f"pvhpc monitor: still waiting for {args.channel} to connect\n")
+                sys.stderr.write(
+                    f"pvhpc monitor: still waiting for {args.channel} to connect "
+                    f"({search_settings(args.provider == 'ca')})\n"
+                )
             done.wait(0.2 if end is None else max(0.0, min(0.2, end - now)))
     except KeyboardInterrupt:
         pass
@@ -133,7 +137,13 @@ def _monitor(argv: Sequence[str]) -> int:
         except pva.PvaException:
             pass
     if seen[0] == 0 and end is not None:
-        raise NoAnswer(f"no update from {args.channel} within {args.time:g} s")
+        if channel.isConnected():
+            raise NoAnswer(f"no update from {args.channel} within {args.time:g} s")
+        raise NoAnswer(
+            f"no update from {args.channel} within {args.time:g} s: no server answered; "
+            f"check the name, and that its server runs and can be reached "
+            f"({search_settings(args.provider == 'ca')})"
+        )
     return 0
 
 
