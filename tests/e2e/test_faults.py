@@ -656,12 +656,12 @@ def test_a_mistyped_channel_is_named_at_the_end(procs, prefix):
     assert c.wait(30) == 0
     out = c.output()
     assert re.search(
-        rf"WARNING .*{prefix}:imgae: no server answered in the 2 s this ran, nothing was "
+        rf"WARNING .*{prefix}:imgae: no server answered in the \d+ s this ran, nothing was "
         r"received \(EPICS_PVA_ADDR_LIST='127\.0\.0\.1', EPICS_PVA_AUTO_ADDR_LIST='NO'\)",
         out,
     ), out
     assert re.search(
-        rf"WARNING .*metadata channel {prefix}:motr: no server answered in the 2 s this ran, "
+        rf"WARNING .*metadata channel {prefix}:motr: no server answered in the \d+ s this ran, "
         r"no value was received \(EPICS_CA_ADDR_LIST='127\.0\.0\.1'",
         out,
     ), out

@@ -175,6 +175,6 @@ def test_frames_the_distributor_gave_to_no_one_are_named_in_the_summary(tmp_path
     lines, status = judge([c], [], False)
     assert status == EXIT_OK
     assert lines[2] == (
-        "        work: 199 frame(s) (ids 1..200) reached none of its consumers, which did not "
+        "        work: 199 frame(s) of ids 1..200 reached none of its consumers, which did not "
         "count them as missed: the distributor gave them to no one (its log says why)"
     )

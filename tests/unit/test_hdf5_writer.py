@@ -200,6 +200,26 @@ def test_configure_applies_from_the_next_file(tmp_path):
         assert f["/entry/data/uniqueId"][()].tolist() == [5, 6]
 
 
+def test_attribute_and_compression_changes_apply_from_the_next_file(tmp_path):
+    """A file keeps what it was opened with: attributes go on being written and
+    compressed frames stay decompressed until it is full."""
+    frames = [
+        make_frame(np.full((4, 4), k, np.uint16), k, codec="lz4", attributes={"T": 20.0 + k})
+        for k in range(1, 7)
+    ]
+    with writer(tmp_path, nImagesPerFile=4) as h:
+        h.run(frames[:2])
+        h.configure({"attributeGroup": "", "keepCompression": True})
+        h.run(frames[2:])
+    with h5py.File(tmp_path / "000001.2.h5", "r") as f:
+        assert f["/entry/data/uniqueId"][()].tolist() == [1, 2, 3, 4]
+        assert f["/entry/instrument/NDAttributes/T"][()].tolist() == [21.0, 22.0, 23.0, 24.0]
+        assert "codec" not in f["/entry/data/data"].attrs
+    with h5py.File(tmp_path / "000002.2.h5", "r") as f:
+        assert f["/entry/data/uniqueId"][()].tolist() == [5, 6]
+        assert "instrument" not in f["/entry"] and f["/entry/data/data"].attrs["codec"] == "lz4"
+
+
 def test_bad_configuration_is_a_usage_error(tmp_path):
     cls = load_processor_class(None, "pvapy.hpc.hdf5AdImageWriter.Hdf5AdImageWriter")
     assert cls is Hdf5AdImageWriter
@@ -212,6 +232,8 @@ def test_bad_configuration_is_a_usage_error(tmp_path):
         ({"datasetName": "/"}, "needs a dataset name"),
         ({"attributeGroup": "entry/data"}, "attributeGroup '/entry/data'.*a group of their own"),
         ({"datasetName": "/a/b", "attributeGroup": "/a/b/c"}, "a group of their own"),
+        ({"attributeGroup": "/entry"}, "a group of their own, not holding those"),
+        ({"attributeGroup": "/"}, "a group of their own, not holding those"),
         ({"keepCompression": "perhaps"}, "keepCompression 'perhaps': give true or false"),
         ({"outputDirectory": os.path.join(out, "f", "x")}, "cannot create it"),
     ]:

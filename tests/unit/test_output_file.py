@@ -207,17 +207,20 @@ def test_configure_changes_directory_and_format_while_running(tmp_path):
 
 
 def test_tiff_files_carry_id_time_and_attributes_in_areadetectors_tags(tmp_path):
-    """The private tags of areaDetector's TIFF plugin: uniqueId 65001, the
-    dataTimeStamp in the EPICS epoch 65002/65003, each attribute ``name:value`` from
-    65010 on (an empty value as ``name:``); writeAttributes false leaves them out."""
+    """The private tags of areaDetector's TIFF plugin, as its NTNDArray converter maps
+    them: 65000 the dataTimeStamp as carried, uniqueId 65001, the timeStamp in the
+    EPICS epoch 65002/65003, each attribute ``name:value`` from 65010 on (an empty
+    value as ``name:``); writeAttributes false leaves them out."""
     stamp = 1_796_000_000.25  # POSIX seconds
-    frame = make_frame(np.zeros((3, 4), np.uint16), 77, data_time_stamp=stamp,
+    frame = make_frame(np.zeros((3, 4), np.uint16), 77, time_stamp=stamp,
+                       data_time_stamp=stamp - 0.5,
                        attributes={"Temperature": 21.5, "Model": "cam", "Shutter": None})  # fmt: skip
     with harness(tmp_path) as h:
         h.run([frame])
     with Image.open(tmp_path / "out" / "000077.tiff") as im:
         tags = {k: v for k, v in im.tag_v2.items() if k >= 65000}
     assert tags == {
+        65000: stamp - 0.5,
         65001: 77,
         65002: 1_796_000_000 - 631_152_000,
         65003: 250_000_000,

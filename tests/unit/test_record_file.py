@@ -291,9 +291,9 @@ def test_attribute_columns_take_their_type_from_the_first_value_and_fill_the_res
     first one it gets."""
     path = tmp_path / "run.h5"
     per_frame = [
-        {"n": np.int32(5), "late": None, "never": None, "s": "a"},
-        {"n": None, "late": None, "never": None, "s": 7},
-        {"n": "text", "late": 2.5, "never": None},
+        {"n": np.int32(5), "late": None, "never": None, "s": "a", "i": np.int16(1)},
+        {"n": None, "late": None, "never": None, "s": 7, "i": 2.7},
+        {"n": "text", "late": 2.5, "never": None, "i": 3.0},
         {"n": 2**40, "late": "x", "never": None, "s": None},
     ]
     rec = Recorder(RecordSettings(str(path), channel="cam", flush_period=0.0))
@@ -305,6 +305,7 @@ def test_attribute_columns_take_their_type_from_the_first_value_and_fill_the_res
     with h5py.File(path) as f:
         nd = f["entry/instrument/NDAttributes"]
         assert nd["n"].dtype == np.int32 and nd["n"][()].tolist() == [5, 0, 0, 0]
+        assert nd["i"].dtype == np.int16 and nd["i"][()].tolist() == [1, 0, 3, 0]
         assert nd["late"].dtype == np.float64
         np.testing.assert_array_equal(nd["late"][()], [np.nan, np.nan, 2.5, np.nan])
         assert nd["never"].dtype == np.float64 and np.isnan(nd["never"][()]).all()

@@ -106,10 +106,12 @@ class _OpenFile:
         dataset: str,
         capacity: int,
         layout: tuple,
-        attribute_group: str,
+        settings: _Settings,
     ):
         self.path = path
+        self.settings = settings  # what this file was opened with, for all its frames
         self.layout = layout
+        attribute_group = settings.attribute_group
         self.shape, self.dtype, self.codec = layout
         self.count = 0
         self.capacity = capacity
@@ -243,11 +245,13 @@ class Hdf5AdImageWriter(UserDataProcessor):
         group = str(config.get("attributeGroup", self.attributeGroup)).strip()
         if group:
             group = "/" + group.strip("/")
-            if group in (dataset, posixpath.dirname(dataset)) or group.startswith(dataset + "/"):
+            inside = (group == "/" or dataset.startswith(group + "/")  # an ancestor
+                      or group == dataset or group.startswith(dataset + "/"))  # fmt: skip
+            if inside:
                 raise ValueError(
                     f"attributeGroup {group!r}: the images and the datasets beside them are "
                     f"in {posixpath.dirname(dataset)!r}; give the attributes a group of "
-                    'their own (or "" for none)'
+                    'their own, not holding those (or "" for none)'
                 )
         keep = config_flag(config.get("keepCompression", self.keepCompression), "keepCompression")
         directory = prepare_directory(directory)
@@ -285,15 +289,13 @@ class Hdf5AdImageWriter(UserDataProcessor):
         if keys & set(configDict):
             self._apply(configDict)
 
-    def _open(self, layout: tuple) -> _OpenFile:
-        with self._lock:
-            s = self._settings
+    def _open(self, layout: tuple, s: _Settings) -> _OpenFile:
         self.outputFileId += 1
         name = s.name_format.format(outputFileId=self.outputFileId, processorId=self.processorId)
         path = os.path.join(s.directory, name)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         self.logger.debug("opening %s", path)
-        return _OpenFile(self._h5py, path, s.dataset, s.n_images, layout, s.attribute_group)
+        return _OpenFile(self._h5py, path, s.dataset, s.n_images, layout, s)
 
     def _close(self) -> None:
         current, self._file = self._file, None
@@ -325,14 +327,15 @@ class Hdf5AdImageWriter(UserDataProcessor):
         """Republish the frame, then append it to the current file."""
         self.updateOutputChannel(pvObject)
         started = time.monotonic()
-        settings = self._settings
+        current = self._file
+        # A file keeps the settings it was opened with; changes apply from the next one.
+        settings = current.settings if current is not None else self._settings
         try:
             data, layout, nbytes, attributes = self._frame_data(pvObject, settings)
         except Exception:
             self.nErrors += 1
             raise
         try:
-            current = self._file
             if current is not None and current.layout != layout:
                 self.logger.info(
                     "frame %s is %s %s%s, file %s holds %s %s%s: starting a new file",
@@ -347,8 +350,11 @@ class Hdf5AdImageWriter(UserDataProcessor):
                 )
                 self._close()
                 current = None
+                if self._settings is not settings:  # changed meanwhile: the new file's
+                    settings = self._settings
+                    data, layout, nbytes, attributes = self._frame_data(pvObject, settings)
             if current is None:
-                current = self._file = self._open(layout)
+                current = self._file = self._open(layout, settings)
             current.append(
                 data,
                 get_frame_id(pvObject),

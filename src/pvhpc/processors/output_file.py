@@ -14,7 +14,7 @@ Configuration keys (camelCase, as in PvaPy's processor of the same name):
 ``objectIdOffset``
     Accepted for compatibility; the runtime, not this processor, uses it.
 ``writeAttributes`` [true]
-    TIFF files carry the frame's id, time and NTNDArray attributes in the private
+    TIFF files carry the frame's id, times and NTNDArray attributes in the private
     tags areaDetector's TIFF plugin writes (:data:`TIFF_TAGS`); false leaves them out.
 
 Which pixel types each format holds exactly (anything else is an error naming the
@@ -43,7 +43,7 @@ import pvaccess as pva
 
 from ..processor import UserDataProcessor
 from ..record.capture import read_attributes
-from .ad_image import get_field, get_frame_id, get_image
+from .ad_image import get_data_timestamp, get_field, get_frame_id, get_image
 
 __all__ = ["AdOutputFileProcessor"]
 
@@ -55,12 +55,15 @@ _EXACT = {
 }
 _NAME_FIELDS = ("uniqueId", "frameId", "objectId", "processorId")
 
-#: The private TIFF tags of areaDetector's NDFileTIFF: the frame's uniqueId (LONG),
-#: its dataTimeStamp in the EPICS epoch (1990) as seconds and nanoseconds (LONG), and
-#: from 65010 on one ASCII tag ``name:value`` per NTNDArray attribute.
-TIFF_TAGS = {"uniqueId": 65001, "epicsSeconds": 65002, "epicsNanoseconds": 65003}
+#: The private TIFF tags of areaDetector's NDFileTIFF, filled as its NTNDArray
+#: converter maps them: the NDArray's timeStamp (DOUBLE; the frame's dataTimeStamp as
+#: carried), its uniqueId (LONG), its EPICS timestamp in the EPICS epoch (1990) as
+#: seconds and nanoseconds (LONG; the frame's timeStamp), and from 65010 up to 65499
+#: one ASCII tag ``name:value`` per NTNDArray attribute.
+TIFF_TAGS = {"ndTimeStamp": 65000, "uniqueId": 65001, "epicsSeconds": 65002,
+             "epicsNanoseconds": 65003}  # fmt: skip
 TIFF_FIRST_ATTRIBUTE_TAG = 65010
-TIFF_LAST_ATTRIBUTE_TAG = 65500
+TIFF_END_ATTRIBUTE_TAG = 65500  # the first tag past them
 #: POSIX seconds at the EPICS epoch (1990-01-01): PVA stamps count from 1970.
 EPICS_EPOCH = 631152000
 
@@ -141,6 +144,7 @@ class AdOutputFileProcessor(UserDataProcessor):
         self.outputFileNameFormat = "{uniqueId:06d}.tiff"
         self.objectIdOffset = 0
         self.writeAttributes = True
+        self._said_too_many = False
         self._apply(self.configDict)
         self._made_dirs: set[str] = set()
         self.resetStats()
@@ -274,16 +278,27 @@ class AdOutputFileProcessor(UserDataProcessor):
             ifd[tag] = value
             ifd.tagtype[tag] = kind
 
+        put(TIFF_TAGS["ndTimeStamp"], get_data_timestamp(frame), TiffTags.DOUBLE)
         uid = get_frame_id(frame)
         if 0 <= uid < 2**32:
             put(TIFF_TAGS["uniqueId"], uid, TiffTags.LONG)
-        stamp = get_field(frame, "dataTimeStamp", None) or {}
+        stamp = get_field(frame, "timeStamp", None) or {}
         seconds = int(stamp.get("secondsPastEpoch", 0)) - EPICS_EPOCH
         if 0 <= seconds < 2**32:
             put(TIFF_TAGS["epicsSeconds"], seconds, TiffTags.LONG)
             put(TIFF_TAGS["epicsNanoseconds"], int(stamp.get("nanoseconds", 0)), TiffTags.LONG)
-        last = TIFF_LAST_ATTRIBUTE_TAG - TIFF_FIRST_ATTRIBUTE_TAG
-        for k, (name, value, *_) in enumerate(read_attributes(frame)[: last + 1]):
+        attributes = read_attributes(frame)
+        room = TIFF_END_ATTRIBUTE_TAG - TIFF_FIRST_ATTRIBUTE_TAG
+        if len(attributes) > room and not self._said_too_many:
+            self._said_too_many = True
+            self.logger.warning(
+                "frame %s has %d attributes; the TIFF tags areaDetector uses for them hold "
+                "%d, so the rest are left out of the files (Hdf5AdImageWriter keeps them all)",
+                uid,
+                len(attributes),
+                room,
+            )
+        for k, (name, value, *_) in enumerate(attributes[:room]):
             text = "" if value is None else str(value)
             put(TIFF_FIRST_ATTRIBUTE_TAG + k, f"{name}:{text}", TiffTags.ASCII)
         return ifd

@@ -218,7 +218,11 @@ def _fitter(dtype: np.dtype):
         if value is None:
             return fill
         try:
-            return cast(float(value) if floating else int(value))
+            if floating:
+                return cast(float(value))
+            if isinstance(value, (float, np.floating)) and not float(value).is_integer():
+                return fill  # an integer column cannot hold 2.7
+            return cast(int(value))
         except (TypeError, ValueError, OverflowError):
             return fill
 

@@ -39,7 +39,7 @@ def metadata_object(value_type: pva.ScalarType = pva.DOUBLE) -> pva.PvObject:
     return pva.PvObject({"value": value_type, "timeStamp": pva.PvTimeStamp()})
 
 
-#: Characters an EPICS string record holds (``MAX_STRING_SIZE`` less the terminator).
+#: Bytes an EPICS string record holds (``MAX_STRING_SIZE`` less the terminator).
 CA_STRING_LENGTH = 39
 
 
@@ -113,14 +113,16 @@ class CaMetadata:
     def put(self, name: str, value: float | str) -> None:
         """Write one record's value, stamped now (a replayed update; records made with
         ``clocked=False`` take the time they are processed at). A string record gets
-        the value's text, cut to what EPICS strings hold (a warning, once a channel)."""
+        the value's text, cut to what EPICS strings hold, at a character boundary of
+        its UTF-8 bytes (a warning, once a channel)."""
         if name in self.strings:
             value = str(value)
-            if len(value) > CA_STRING_LENGTH:
+            encoded = value.encode()
+            if len(encoded) > CA_STRING_LENGTH:
                 if name not in self._truncated:
                     self._truncated.add(name)
                     logger.warning(
-                        "CA metadata channel %s: %r is longer than the %d characters of an "
+                        "CA metadata channel %s: %r is longer than the %d bytes of an "
                         "EPICS string record; served cut to that length (a PVA channel, "
                         "-mpv pva://%s, keeps the whole text)",
                         name,
@@ -128,7 +130,7 @@ class CaMetadata:
                         CA_STRING_LENGTH,
                         name,
                     )
-                value = value[:CA_STRING_LENGTH]
+                value = encoded[:CA_STRING_LENGTH].decode(errors="ignore")
         self.ioc.putField(name, value)
 
     def stop(self) -> None:

@@ -136,8 +136,8 @@ class Observer:
                 if summary.get("nUnaccounted"):
                     # Not added to any count: the frames did vanish, in the distributor.
                     check.notes.append(
-                        f"{name}: {summary['nUnaccounted']} frame(s) (ids {summary.get('first')}"
-                        f"..{summary.get('last')}) reached none of its consumers, which did not "
+                        f"{name}: {summary['nUnaccounted']} frame(s) of ids {summary.get('first')}"
+                        f"..{summary.get('last')} reached none of its consumers, which did not "
                         "count them as missed: the distributor gave them to no one (its log "
                         "says why)"
                     )
