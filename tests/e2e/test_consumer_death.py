@@ -216,3 +216,40 @@ def test_a_collector_does_not_wait_for_a_dead_producer(procs, prefix, tmp_path):
     assert stats["nProcessed"] == len(collected)
     assert stats["nProcessed"] + stats["nMissed"] == collected[-1] - collected[0] + 1, stats
     assert final["receiverStats"]["nRejected"] == 0
+
+
+def test_a_killed_consumer_of_one_of_two_distributor_sets_costs_only_what_it_held(
+    procs, prefix, tmp_path
+):
+    """Two sets share the stream (-nds 2, one frame each in turn); set A's two consumers
+    get copies of its frames. Killing one of them loses nothing its set-mate did not
+    process: its set's report must not count the other set's frames as lost with it."""
+    common = ["-ic", f"{prefix}:image", "-du", "1", "-nds", "2", "-dg", "g", "-sqs", "100"]
+    a = recording_consumer(procs, prefix, tmp_path, *common, "-nc", "2", "-ds", "A",
+                           name="set-a")  # fmt: skip
+    b = recording_consumer(procs, prefix, tmp_path, *common, "-id", "3", "-ds", "B",
+                           name="set-b")  # fmt: skip
+    sim = start_sim(procs, prefix)
+    wait_all_receiving([f"{prefix}:c:{i}:status" for i in (1, 2, 3)], procs, 40)
+    kill_consumer_2(prefix)
+    a.wait_for_output(r"consumer 2 ended unexpectedly \(killed by signal 9\)", 20)
+    sent = sim_frames_sent(sim, 60)
+    for i in (1, 3):
+        wait_for(
+            lambda i=i: (
+                pv_get(f"{prefix}:c:{i}:status")["processorStats"]["lastObjectId"] >= sent - 1
+            ),
+            30,
+            f"consumer {i} to reach the end of the stream",
+            procs=procs,
+        )
+    a.signal(signal.SIGINT)
+    b.signal(signal.SIGINT)
+    assert a.wait(30) == 1 and b.wait(30) == 0
+    report = set_report(a)
+    survivor = recorded(f"{tmp_path}/c-ids-{{processorId}}.json", 1)["ids"]
+    # Set A's share, all of it: every other id (which half depends on the set order).
+    assert survivor[0] in (1, 2) and survivor == list(range(survivor[0], sent + 1, 2)), survivor
+    # Every frame of the set was processed by the survivor: nothing is lost with the
+    # dead one (before, the other set's 500 frames were counted as lost with it).
+    assert report["lostWithConsumer"]["2"]["n"] == 0 and report["nLost"] == 0, report

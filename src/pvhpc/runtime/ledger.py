@@ -195,13 +195,26 @@ class SetLedger:
         }
         shares = {sid: len(ids) for sid, ids in where.items()}
         total_share = sum(shares.values()) or 1
+        if not self.whole_stream:
+            # Other sets (-nds > 1) took the ids between this set's: the ids of the
+            # stream no child processed are not this set's to lose. A dead child lost
+            # those of its own part that no set-mate processed and it did not count
+            # as missed.
+            own = {
+                k.stage_id: max(0, shares[k.stage_id] - k.counter("processorStats", "nMissed"))
+                for k in dead
+            }
+            lost_total = sum(own.values())
         given = 0
         for i, (sid, ids) in enumerate(sorted(where.items())):
-            n = (
-                lost_total - given
-                if i == len(where) - 1
-                else lost_total * shares[sid] // total_share
-            )
+            if not self.whole_stream:
+                n = own[sid]
+            else:
+                n = (
+                    lost_total - given
+                    if i == len(where) - 1
+                    else lost_total * shares[sid] // total_share
+                )
             given += n
             child = self.children[sid]
             out["lostWithConsumer"][str(sid)] = {
