@@ -178,3 +178,36 @@ def test_frames_the_distributor_gave_to_no_one_are_named_in_the_summary(tmp_path
         "        work: 199 frame(s) of ids 1..200 reached none of its consumers, which did not "
         "count them as missed: the distributor gave them to no one (its log says why)"
     )
+
+
+def test_a_stage_whose_input_never_connected_is_a_warning_not_ok():
+    """A mistyped external channel: nothing to count, so nothing lost, but not ok."""
+    c = check(published=None)
+    c.never_connected.append("work 1 <- det:imgae")
+    lines, status = judge([c], [], False)
+    assert status == EXIT_WARNINGS
+    assert lines[-2].startswith(
+        "WARNING: no server ever answered for the input of work 1 <- det:imgae: nothing "
+        "was received there. Check the channel name"
+    )
+    assert result(lines) == [
+        "RESULT: every frame is accounted for, with warnings: 1 stage(s) never connected "
+        "to their input (see WARNING above)"
+    ]
+
+
+def test_the_unanswered_inputs_of_a_final_report():
+    from pvhpc.workflow.observer import _unanswered
+
+    consumer = {"inputChannel": "a", "receiverStats": {"nConnects": 0}}
+    collector = {
+        "inputChannel": "p1,p2",
+        "receiverStats": {"nConnects": 1},
+        "producerStats": {
+            "producer1": {"channel": "p1", "nConnects": 2},
+            "producer2": {"channel": "p2", "nConnects": 0},
+        },
+    }
+    assert _unanswered(consumer) == ["a"]
+    assert _unanswered(collector) == ["p2"]
+    assert _unanswered({"inputChannel": "a", "receiverStats": {"nConnects": 1}}) == []

@@ -48,6 +48,9 @@ class SetCheck:
     fed_by: list[str] = field(default_factory=list)
     #: Frames that members of a named distributor set lost against their set-mates.
     shortfall: int = 0
+    #: Members whose input no server ever answered (final numbers, nConnects 0):
+    #: "work 1 <- det:image".
+    never_connected: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -146,6 +149,13 @@ def judge(checks: list[SetCheck], failed: list[str], early: bool) -> tuple[list[
         if check.missing_reports:
             lines.append(f"        no final numbers from {', '.join(check.missing_reports)}")
         lines += [f"        {note}" for note in check.notes]
+    unconnected = [m for c in checks for m in c.never_connected]
+    if unconnected:
+        warnings.append(
+            f"WARNING: no server ever answered for the input of {'; '.join(unconnected)}: "
+            "nothing was received there. Check the channel name, and that its source runs "
+            "and can be reached (the stage's log names the EPICS address settings)"
+        )
     lines += warnings
     status = EXIT_OK
     if total_unaccounted:
@@ -162,10 +172,17 @@ def judge(checks: list[SetCheck], failed: list[str], early: bool) -> tuple[list[
         lines.append(f"RESULT: stage(s) failed: {', '.join(failed)}")
     if status == EXIT_OK and warnings:
         status = EXIT_WARNINGS
+        what = []
+        if len(warnings) > bool(unconnected):
+            what.append(
+                f"{len(warnings) - bool(unconnected)} consumer set(s) counted more frames than "
+                "were published, so their missed counts are wrong"
+            )
+        if unconnected:
+            what.append(f"{len(unconnected)} stage(s) never connected to their input")
         lines.append(
-            f"RESULT: every frame is accounted for, with warnings: {len(warnings)} consumer "
-            "set(s) counted more frames than were published, so their missed counts are "
-            "wrong (see WARNING above)"
+            f"RESULT: every frame is accounted for, with warnings: {'; '.join(what)} "
+            "(see WARNING above)"
         )
     elif status == EXIT_OK:
         lost = f" ({total_lost} of them counted as lost)" if total_lost else ""

@@ -86,6 +86,10 @@ class Observer:
                 check.missing_reports.append(f"{stage.label} {sid}")
                 continue
             check.reported += 1
+            if final:
+                check.never_connected += [
+                    f"{stage.label} {sid} <- {channel}" for channel in _unanswered(report)
+                ]
             c = stage_counts(report)
             if set_name is None:
                 counted.append(c)
@@ -213,3 +217,14 @@ class Observer:
                         row.state = "done"
                 rows.append(row)
         return rows
+
+
+def _unanswered(report: dict) -> list[str]:
+    """The input channels of a stage's final report that never connected (a consumer's
+    ``receiverStats``, a collector's ``producerStats``)."""
+    producers = report.get("producerStats") or {}
+    if producers:
+        return [p.get("channel", "") for p in producers.values() if p.get("nConnects") == 0]
+    if (report.get("receiverStats") or {}).get("nConnects") == 0:
+        return [report.get("inputChannel", "")]
+    return []
