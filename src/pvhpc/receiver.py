@@ -538,7 +538,7 @@ def absent_message(channel: str, provider: Any, after: float) -> str:
     """The one line for a channel no server has answered in ``after`` seconds."""
     ca = provider == pva.CA
     return (
-        f"{channel}: no {'CA' if ca else 'PVA'} server has answered in {after:g} s; still "
-        f"searching. Check the channel name, and that its server runs and can be reached "
-        f"({search_settings(ca)})"
+        f"still waiting for {channel}: no {'CA' if ca else 'PVA'} server has answered in "
+        f"{after:g} s. If its source is running, check the channel name and that the "
+        f"source can be reached ({search_settings(ca)})"
     )

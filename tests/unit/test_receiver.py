@@ -210,13 +210,13 @@ def test_a_channel_no_server_answers_is_named_with_where_searches_go(
     absent, _ = make_receiver(f"{prefix}:nosuch")
     absent.start()
     present, _ = started(server, f"{prefix}:a")
-    drive([absent, present], lambda: "still searching" in caplog.text, "the warning", 5)
+    drive([absent, present], lambda: "still waiting" in caplog.text, "the warning", 5)
     drive([absent, present], lambda: True, "one more tick")
     lines = [r.getMessage() for r in caplog.records]
     assert lines == [
-        f"{prefix}:nosuch: no PVA server has answered in 0.3 s; still searching. Check the "
-        "channel name, and that its server runs and can be reached (EPICS_PVA_ADDR_LIST="
-        "'127.0.0.1', EPICS_PVA_AUTO_ADDR_LIST='NO')"
+        f"still waiting for {prefix}:nosuch: no PVA server has answered in 0.3 s. If its "
+        "source is running, check the channel name and that the source can be reached "
+        "(EPICS_PVA_ADDR_LIST='127.0.0.1', EPICS_PVA_AUTO_ADDR_LIST='NO')"
     ]
     for r in (absent, present):
         r.stop()

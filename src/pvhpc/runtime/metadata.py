@@ -53,8 +53,10 @@ class MetadataChannel:
             if now - self.started_at >= ABSENT_WARNING_AFTER:
                 self._said_absent = True
                 logger.warning(
-                    "metadata channel %s",
-                    absent_message(self.name, self.provider, ABSENT_WARNING_AFTER),
+                    "%s",
+                    absent_message(
+                        f"metadata channel {self.name}", self.provider, ABSENT_WARNING_AFTER
+                    ),
                 )
 
     def say_if_never_answered(self, logger: logging.Logger) -> None:
