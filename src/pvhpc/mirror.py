@@ -33,6 +33,7 @@ import pvaccess as pva
 
 from .channel_map import ChannelMapping
 from .log import get_logger
+from .loopback import search_settings
 
 __all__ = ["MirrorServer", "ChannelCounts", "run_mirror"]
 
@@ -149,7 +150,11 @@ class _SourceMonitor:
         if not self.connected and now >= self.notice_at:
             self.notice_at = now + _WAITING_NOTICE_PERIOD
             self.owner.logger.warning(
-                "still waiting for source %s (%.0f s)", self.name, now - self.waiting_since
+                "still waiting for source %s (%.0f s): if it is running, check the channel "
+                "name and that it can be reached (%s)",
+                self.name,
+                now - self.waiting_since,
+                search_settings(self.owner.mapping.provider == "ca"),
             )
 
     def _subscribe(self, now: float) -> None:
