@@ -311,3 +311,22 @@ def test_attribute_columns_take_their_type_from_the_first_value_and_fill_the_res
         assert nd["never"].dtype == np.float64 and np.isnan(nd["never"][()]).all()
         assert list(nd["s"].asstr()[()]) == ["a", "7", "", ""]
         assert nd["n"].attrs["pvType"] == 3 and nd["late"].attrs["pvType"] == 10
+
+
+def test_attribute_names_hdf5_refuses_or_that_collide_keep_their_own_columns(tmp_path):
+    """'.' and '..' are no HDF5 names, 'a/b' becomes 'a_b', which another attribute may
+    already be called: each still gets a column, its real name in NDAttrName."""
+    path = tmp_path / "run.h5"
+    rec = Recorder(RecordSettings(str(path), channel="cam"))
+    names = {".": 1.0, "..": 2.0, "a_b": 3.0, "a/b": 4.0}
+    for k in range(2):
+        rec.add_frame(capture_frame(make_frame(image(k), k + 1, attributes=names), 1.0 + k))
+    rec.close()
+    assert rec.n_recorded == 2
+    with h5py.File(path) as f:
+        nd = f["entry/instrument/NDAttributes"]
+        got = {nd[key].attrs["NDAttrName"]: nd[key][()].tolist() for key in nd}
+    assert got == {"ColorMode": [0, 0], ".": [1.0] * 2, "..": [2.0] * 2, "a_b": [3.0] * 2,
+                   "a/b": [4.0] * 2}  # fmt: skip
+    with Recording(str(path)) as r:
+        assert sorted(a.name for a in r.attributes) == sorted(["ColorMode", *names])

@@ -89,8 +89,20 @@ def import_h5py() -> Any:
 
 
 def metadata_key(name: str) -> str:
-    """A channel name as an HDF5 group name ('/' is the only character HDF5 refuses)."""
-    return name.replace("/", "_") or "_"
+    """A channel or attribute name as an HDF5 member name: HDF5 refuses '/' and the
+    names '.' and '..' (and '' names nothing)."""
+    key = name.replace("/", "_")
+    return "_" + key if key in ("", ".", "..") else key
+
+
+def _free_key(group: Any, name: str) -> str:
+    """:func:`metadata_key` of ``name``, with ``_2``, ``_3``… if another name of the
+    group took it (``a/b`` and ``a_b``); the real name is kept in an attribute."""
+    key = base = metadata_key(name)
+    n = 2
+    while key in group:
+        key, n = f"{base}_{n}", n + 1
+    return key
 
 
 def _now_iso() -> str:
@@ -185,7 +197,11 @@ class AttributeColumns:
             column.code = 10  # never a value: a column of NaN
         dtype = self._h5py.string_dtype() if column.code == _STRING else _CODE_DTYPES[column.code]
         dataset = self._group.create_dataset(
-            metadata_key(name), shape=(start,), maxshape=(None,), chunks=(1024,), dtype=dtype
+            _free_key(self._group, name),
+            shape=(start,),
+            maxshape=(None,),
+            chunks=(1024,),
+            dtype=dtype,
         )
         if start:
             dataset[:start] = _fill(dataset.dtype)
@@ -380,7 +396,8 @@ class RecordFile:
             return
         h5py = self._h5py
         if channel.group is None:
-            group = self.file[METADATA].create_group(metadata_key(name))
+            parent = self.file[METADATA]
+            group = parent.create_group(_free_key(parent, name))
             group.attrs.update({"NX_class": "NXlog", "channel": name, "protocol": channel.protocol})
             numeric = channel.numeric is not False
             group.create_dataset(
