@@ -24,6 +24,10 @@ Byte formats, as NDCodec writes them:
 ``blosc``
     A standard Blosc 1 buffer with its own 16-byte header (``blosc_compress``);
     by default the ``blosclz`` compressor, level 5, byte shuffle.
+``jpeg``
+    A baseline JPEG file (JFIF) of a uint8 image, mono or RGB1 (pixel-interleaved):
+    NDCodec's JPEG mode, lossy. ``level`` is the JPEG quality (1-95, default 85).
+    Coded with pillow.
 
 The compression libraries are optional (``pip install pvhpc[codecs]``); they are
 imported when a codec is first used, and a missing one raises
@@ -33,6 +37,7 @@ imported when a codec is first used, and a missing one raises
 from __future__ import annotations
 
 import importlib
+import io
 from typing import Any
 
 import numpy as np
@@ -47,13 +52,14 @@ __all__ = [
     "bslz4_chunk",
 ]
 
-CODECS = ("lz4", "bslz4", "blosc")
+CODECS = ("lz4", "bslz4", "blosc", "jpeg")
 """Codec names understood by :func:`compress` and :func:`decompress`."""
 
 _PACKAGES = {
     "lz4": (("lz4.block", "lz4"),),
     "bslz4": (("bitshuffle", "bitshuffle"),),
     "blosc": (("blosc", "blosc"),),
+    "jpeg": (("PIL.Image", "pillow"),),
 }
 
 _BSLZ4_HEADER = 12
@@ -118,6 +124,8 @@ def compress(array: np.ndarray, codec: str, *, level: int | None = None) -> np.n
         if not flat.size:
             return np.empty(0, np.uint8)
         return lib.compress_lz4(flat, bslz4_default_block_size(flat.dtype.itemsize))
+    if codec == "jpeg":
+        return _jpeg_compress(lib, data, 85 if level is None else level)
     out = lib.compress(
         data,
         typesize=data.dtype.itemsize,
@@ -152,6 +160,11 @@ def decompress(buffer: Any, codec: str, dtype: Any, n_elements: int) -> np.ndarr
                 out = np.frombuffer(data, dtype=store_dtype)
         elif codec == "bslz4":
             out = _bslz4_decompress(lib, raw, store_dtype, int(n_elements))
+        elif codec == "jpeg":
+            if store_dtype != np.uint8:
+                raise CodecError(f"jpeg data decodes to uint8 pixels, not {dtype}")
+            with lib.open(io.BytesIO(raw.tobytes())) as image:
+                out = np.asarray(image).reshape(-1)
         else:
             if raw.size < 16:
                 raise CodecError(f"blosc buffer of {raw.size} bytes is shorter than its header")
@@ -205,3 +218,18 @@ def _bslz4_decompress(lib: Any, raw: np.ndarray, dtype: np.dtype, n_elements: in
     if block is not None:
         raw = raw[_BSLZ4_HEADER:]
     return lib.decompress_lz4(raw, (n_elements,), dtype, block or 0)
+
+
+def _jpeg_compress(lib: Any, data: np.ndarray, quality: int) -> np.ndarray:
+    """A uint8 image (``(ny, nx)``, ``(ny, nx, 3)`` RGB1, or a row) as a JPEG file."""
+    if data.dtype != np.uint8:
+        raise CodecError(f"jpeg holds uint8 images only, not {data.dtype}")
+    if data.ndim == 1:
+        data = data.reshape(1, -1)
+    if not (data.ndim == 2 or (data.ndim == 3 and data.shape[2] == 3)) or not data.size:
+        raise CodecError(
+            f"jpeg holds mono (ny, nx) or RGB1 (ny, nx, 3) images, not shape {data.shape}"
+        )
+    out = io.BytesIO()
+    lib.fromarray(data).save(out, format="JPEG", quality=int(quality))
+    return np.frombuffer(out.getvalue(), dtype=np.uint8)

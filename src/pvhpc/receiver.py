@@ -222,8 +222,8 @@ class Receiver:
         if self._stopped:
             return
         now = time.monotonic() if now is None else now
-        if not self.n_connects and not self._said_absent:
-            if now - self._started_at >= ABSENT_WARNING_AFTER:
+        if not self._said_absent and not self.n_connects and not self.n_received:
+            if now - self._started_at >= ABSENT_WARNING_AFTER and not self._channel_up():
                 self._said_absent = True
                 self.logger.warning(
                     "%s", absent_message(self.channel_name, self.provider, ABSENT_WARNING_AFTER)
@@ -389,13 +389,20 @@ class Receiver:
     def say_if_never_connected(self) -> None:
         """At the end of a run that went as asked: a warning if no server ever
         answered for the channel (a name mistyped, a server not running)."""
-        if self._started_at and not self.n_connects:
+        if self._started_at and not self.n_connects and not self.n_received:
             self.logger.warning(
                 "%s: no server answered in the %.0f s this ran, nothing was received%s",
                 self.channel_name,
                 time.monotonic() - self._started_at,
                 "" if self._said_absent else f" ({search_settings(self.provider == pva.CA)})",
             )
+
+    def _channel_up(self) -> bool:
+        channel = self._channel
+        try:
+            return channel is not None and bool(channel.isConnected())
+        except pva.PvaException:
+            return False
 
     @property
     def n_overruns(self) -> int:

@@ -28,6 +28,7 @@ from pvhpc.processors.ad_image import (
 )
 from pvhpc.testing import ProcessorHarness
 
+LOSSLESS = [c for c in CODECS if c != "jpeg"]
 DTYPES = list(FIELD_DTYPES.values())
 
 
@@ -55,7 +56,7 @@ def test_mono_round_trip_every_dtype(dtype):
     np.testing.assert_array_equal(out, image)
 
 
-@pytest.mark.parametrize("codec", CODECS)
+@pytest.mark.parametrize("codec", LOSSLESS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_compressed_round_trip_every_dtype(dtype, codec):
     image = pixels(dtype, (9, 13))
@@ -99,7 +100,7 @@ def test_color_modes_round_trip_with_areadetector_layout(mode, dims, native_shap
         np.testing.assert_array_equal(flat[:24], image[:, :, 0].ravel())  # red plane
 
 
-@pytest.mark.parametrize("codec", CODECS)
+@pytest.mark.parametrize("codec", LOSSLESS)
 def test_compressed_color_frame(codec):
     image = pixels(np.uint8, (8, 10, 3))
     frame = make_frame(image, 1, color_mode="rgb3", codec=codec)

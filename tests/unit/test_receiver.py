@@ -205,11 +205,11 @@ def test_a_channel_no_server_answers_is_named_with_where_searches_go(
     """A mistyped name: one warning while it waits, naming the channel and the EPICS
     address settings; one at the end that nothing came. A channel that connected
     gets neither."""
+    present, _ = started(server, f"{prefix}:a")  # connected (however long that took)
     monkeypatch.setattr(receiver_module, "ABSENT_WARNING_AFTER", 0.3)
     caplog.set_level(logging.WARNING, logger="pvhpc.receiver")
     absent, _ = make_receiver(f"{prefix}:nosuch")
     absent.start()
-    present, _ = started(server, f"{prefix}:a")
     drive([absent, present], lambda: "still waiting" in caplog.text, "the warning", 5)
     drive([absent, present], lambda: True, "one more tick")
     lines = [r.getMessage() for r in caplog.records]

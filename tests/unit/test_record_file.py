@@ -330,3 +330,18 @@ def test_attribute_names_hdf5_refuses_or_that_collide_keep_their_own_columns(tmp
                    "a/b": [4.0] * 2}  # fmt: skip
     with Recording(str(path)) as r:
         assert sorted(a.name for a in r.attributes) == sorted(["ColorMode", *names])
+
+
+def test_jpeg_frames_are_recorded_as_the_pixels_they_decode_to(tmp_path):
+    """No HDF5 filter decodes NDCodec's jpeg: such frames are kept decoded."""
+    path = tmp_path / "run.h5"
+    rgb = np.random.default_rng(2).integers(0, 255, (12, 16, 3), dtype=np.uint8)
+    frames = [make_frame(rgb, k + 1, codec="jpeg") for k in range(3)]
+    rec = Recorder(RecordSettings(str(path), channel="cam"))
+    for k, frame in enumerate(frames):
+        rec.add_frame(capture_frame(frame, 1.0 + k))
+    rec.close()
+    with Recording(str(path)) as r:
+        assert r.codec == "" and r.n_frames == 3
+        for k, frame in enumerate(frames):
+            np.testing.assert_array_equal(r.image(k), get_image(frame))

@@ -207,7 +207,7 @@ def build_parser(prog: str = PROG) -> Parser:
         default=None,
         choices=list(CODECS),
         metavar="CODEC",
-        help="publish frames compressed: lz4, bslz4 or blosc",
+        help="publish frames compressed: lz4, bslz4, blosc, or jpeg (lossy, uint8)",
     )
     p.add_argument(
         "-dc",

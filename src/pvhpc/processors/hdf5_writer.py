@@ -23,7 +23,8 @@ Configuration keys (camelCase, as in PvaPy's processor of the same name):
     the HDF5 chunk of the filter that decodes them (lz4 32004, bitshuffle/lz4 32008,
     blosc 32001; see :mod:`pvhpc.record.chunks`), with no decompression on the way.
     Readers need the filter plugins (``pip install hdf5plugin``). RGB2/RGB3 frames,
-    stored transposed, are decompressed as without the option.
+    stored transposed, and jpeg frames (no HDF5 filter) are decompressed as without
+    the option.
 
 The image dataset is ``(n, ny, nx)`` for mono frames and ``(n, ny, nx, 3)`` for RGB,
 of the frames' own dtype, one chunk per frame; compressed frames are stored
@@ -50,7 +51,7 @@ import pvaccess as pva
 from ..ntnda import COLOR_MODE_RGB2, COLOR_MODE_RGB3, get_codec, get_color_mode, get_dims
 from ..processor import UserDataProcessor
 from ..record.capture import capture_frame, read_attributes
-from ..record.chunks import chunk_bytes, filter_options
+from ..record.chunks import FILTERS, chunk_bytes, filter_options
 from ..record.layout import AttributeColumns
 from .ad_image import get_data_timestamp, get_frame_id, get_image, get_timestamp
 from .output_file import check_file_name_format, config_flag, prepare_directory
@@ -381,7 +382,7 @@ class Hdf5AdImageWriter(UserDataProcessor):
         """``(data, layout, nbytes, attributes)`` of a frame: the image, or with
         ``keepCompression`` the chunk of a compressed frame, as it arrived."""
         with_attributes = bool(settings.attribute_group)
-        if settings.keep_compression and get_codec(frame) and not _transposed(frame):
+        if settings.keep_compression and get_codec(frame) in FILTERS and not _transposed(frame):
             captured = capture_frame(frame, 0.0)
             nbytes = captured.nbytes
             chunk = chunk_bytes(captured.codec, captured.payload, nbytes, captured.dtype.itemsize)

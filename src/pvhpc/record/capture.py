@@ -13,7 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from ..codecs import decompress
 from ..ntnda import FIELD_DTYPES, get_codec_dtype, get_field
+from .chunks import FILTERS
 
 __all__ = [
     "Attribute",
@@ -133,6 +135,10 @@ def capture_frame(pv: Any, arrival: float, unique_id: int | None = None) -> Capt
         dtype = FIELD_DTYPES.get(field, array.dtype)
     dims = [int(d["size"]) for d in get_field(pv, "dimension", None) or []]
     shape = tuple(reversed(dims)) if dims else (array.size,)
+    if codec and codec not in FILTERS:
+        # No HDF5 filter decodes it (jpeg): kept as the pixels it decodes to.
+        array = decompress(array.view(np.uint8), codec, dtype, math.prod(shape))
+        codec = ""
     return CapturedFrame(
         int(pv["uniqueId"]) if unique_id is None else unique_id,
         stamp_seconds(get_field(pv, "timeStamp", None)),

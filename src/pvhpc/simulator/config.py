@@ -133,6 +133,11 @@ def validate(c: SimulatorConfig, metadata_names: list[str]) -> None:
         raise UsageError(
             f"--compression-codec: {c.compression_codec!r} is not one of {', '.join(codecs.CODECS)}"
         )
+    if c.compression_codec == "jpeg" and c.datatype != "uint8" and not c.input_file:
+        raise UsageError(
+            f"--compression-codec jpeg: JPEG holds uint8 pixels only, not {c.datatype}; "
+            "give --datatype uint8"
+        )
 
 
 def check_codec(codec: str | None) -> None:
