@@ -101,8 +101,8 @@ def compress(array: np.ndarray, codec: str, *, level: int | None = None) -> np.n
 
     The array is compressed in C (row-major) order; a non-contiguous array is made
     contiguous first, which copies it. ``level`` is the compression level for
-    ``blosc`` (0-9, default 5) and the acceleration for ``lz4`` (default 1); it is
-    ignored by ``bslz4``. Pure function, safe from any thread. The result may be
+    ``blosc`` (0-9, default 5), the acceleration for ``lz4`` (default 1) and the
+    quality for ``jpeg`` (default 85); it is ignored by ``bslz4``. Pure function, safe from any thread. The result may be
     read-only. Raises :class:`CodecError` for an unknown codec and
     :class:`CodecUnavailableError` if the codec's library is missing.
     """

@@ -401,8 +401,9 @@ def make_frame(
     (``{name: value}``, or a list of ``NtAttribute`` or attribute dicts; a value of
     None is an empty one) get a ``ColorMode`` matching the layout, replacing any
     given one.
-    ``codec`` (``lz4``/``bslz4``/``blosc``) compresses the pixels as areaDetector's
-    NDCodec does (see :mod:`pvhpc.codecs`). ``like``: a frame whose attributes (all
+    ``codec`` (``lz4``/``bslz4``/``blosc``/``jpeg``) compresses the pixels as
+    areaDetector's NDCodec does (see :mod:`pvhpc.codecs`; jpeg: uint8 mono or RGB1,
+    ``codec_level`` the quality). ``like``: a frame whose attributes (all
     fields kept) and ``dataTimeStamp`` are carried over unless given here.
     ``extra_fields``: a ``PvObject`` whose fields are added to the NTNDArray structure,
     with their values (e.g. ``tileIndexX``/``tileIndexY`` of a tile; the stage's

@@ -192,7 +192,7 @@ def test_a_stage_whose_input_never_connected_is_a_warning_not_ok():
     )
     assert result(lines) == [
         "RESULT: every frame is accounted for, with warnings: 1 stage(s) never connected "
-        "to their input (see WARNING above)"
+        "to an input (see WARNING above)"
     ]
 
 

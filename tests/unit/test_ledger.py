@@ -123,3 +123,20 @@ def test_a_whole_stream_set_that_accounted_for_everything_has_nothing_unaccounte
     ledger.take(a.message(final=True, source_last=100), "consumerId")
     ledger.take(b.message(final=True, source_last=100), "consumerId")
     assert ledger.summary()["nUnaccounted"] == 0
+
+
+def test_two_dead_copies_of_one_set_lose_what_they_held_once():
+    """Consumers of one distributor set get copies of the same frames (-nds > 1): two
+    that die holding the same ids lose them once between them, not once each."""
+    ledger = SetLedger(whole_stream=False)
+    a, b = Child(1), Child(2)
+    for oid in range(1, 41):
+        a.process(oid)
+        b.process(oid)
+    ledger.take(a.message(source_last=50), "consumerId")
+    ledger.take(b.message(source_last=50), "consumerId")
+    for sid in (1, 2):
+        ledger.child(sid).died("killed by signal 9")
+    s = ledger.summary()
+    assert s["nLost"] == 10, s
+    assert s["lostWithConsumer"]["1"]["n"] + s["lostWithConsumer"]["2"]["n"] == 10

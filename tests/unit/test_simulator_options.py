@@ -253,6 +253,8 @@ def test_config_errors_raise_usage_error_from_python():
         Simulator(SimulatorConfig(report_format="yaml"))
     with pytest.raises(UsageError, match="jpeg: JPEG holds uint8 pixels only, not uint16"):
         Simulator(SimulatorConfig(datatype="uint16", compression_codec="jpeg"))
+    with pytest.raises(UsageError, match="jpeg: JPEG holds mono or RGB1 images, not color mode 3"):
+        Simulator(SimulatorConfig(color_mode=3, compression_codec="jpeg"))
 
 
 def test_report_line_and_object_carry_the_same_figures():

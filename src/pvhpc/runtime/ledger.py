@@ -196,14 +196,25 @@ class SetLedger:
         shares = {sid: len(ids) for sid, ids in where.items()}
         total_share = sum(shares.values()) or 1
         if not self.whole_stream:
-            # Other sets (-nds > 1) took the ids between this set's: the ids of the
-            # stream no child processed are not this set's to lose. A dead child lost
-            # those of its own part that no set-mate processed and it did not count
-            # as missed.
-            own = {
-                k.stage_id: max(0, shares[k.stage_id] - k.counter("processorStats", "nMissed"))
-                for k in dead
-            }
+            # Other sets (-nds > 1) or hosts (-oo) took the ids between this set's: the
+            # ids no child here processed are not all this set's to lose. A dead child
+            # lost the ids of its own part, past the last one it accounted for (below
+            # it, a gap is what it counted as missed), that no child here processed;
+            # an id two dead copies of a set both held is lost once.
+            own, claimed = {}, set()
+            for k in sorted(dead, key=lambda k: k.stage_id):
+                lasts = self._last_accounted(k)
+                mine: list[int] = []
+                for e, c in sorted(covered.items()):
+                    if lasts and e not in lasts:
+                        continue  # it took no part in that stream
+                    ids = self._share(k, c, spans[e][0])
+                    ids = ids[ids > lasts.get(e, spans[e][0] - 1)]
+                    fresh = [int(i) for i in ids if (e, int(i)) not in claimed]
+                    claimed.update((e, i) for i in fresh)
+                    mine += fresh
+                where[k.stage_id] = np.array(mine, dtype=np.int64)
+                own[k.stage_id] = len(mine)
             lost_total = sum(own.values())
         given = 0
         for i, (sid, ids) in enumerate(sorted(where.items())):
@@ -228,6 +239,16 @@ class SetLedger:
         out["first"], out["last"] = first_epoch[0], spans[max(spans)][1]
         out["nEpochs"] = len(spans)
         return out
+
+    @staticmethod
+    def _last_accounted(k: ChildRecord) -> dict[int, int]:
+        """The highest id a child processed, failed on or rejected, by epoch."""
+        lasts: dict[int, int] = {}
+        for kind in ("processed", "errors", "rejected"):
+            for r in k.all_runs(kind):
+                e, end = _epoch(r), r[0] + r[1] * (r[2] - 1)
+                lasts[e] = max(lasts.get(e, end), end)
+        return lasts
 
     @staticmethod
     def _source_last(k: ChildRecord) -> int | None:

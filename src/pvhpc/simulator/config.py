@@ -138,6 +138,11 @@ def validate(c: SimulatorConfig, metadata_names: list[str]) -> None:
             f"--compression-codec jpeg: JPEG holds uint8 pixels only, not {c.datatype}; "
             "give --datatype uint8"
         )
+    if c.compression_codec == "jpeg" and c.color_mode in (3, 4):
+        raise UsageError(
+            f"--compression-codec jpeg: JPEG holds mono or RGB1 images, not color mode "
+            f"{c.color_mode}; give --color-mode 0 or 2"
+        )
 
 
 def check_codec(codec: str | None) -> None:

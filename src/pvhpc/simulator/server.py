@@ -25,6 +25,7 @@ from collections.abc import Callable
 
 import pvaccess as pva
 
+from .. import codecs
 from ..errors import UsageError
 from ..record.reader import is_recording
 from .config import COLOR_MODES, SimulatorConfig, SimulatorStats, check_codec, validate
@@ -99,7 +100,10 @@ class Simulator:
                         f"{option}: {what!r} holds no recorded timing and ids (only a file "
                         "written by pvhpc record does)"
                     )
-            self.frames = prepare_frames(config)
+            try:
+                self.frames = prepare_frames(config)
+            except codecs.CodecError as exc:  # e.g. jpeg of an input that is not uint8
+                raise UsageError(f"--compression-codec: {exc}") from None
 
     def _open_replay(self) -> Replay:
         c = self.config

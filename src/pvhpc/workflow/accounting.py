@@ -179,7 +179,8 @@ def judge(checks: list[SetCheck], failed: list[str], early: bool) -> tuple[list[
                 "were published, so their missed counts are wrong"
             )
         if unconnected:
-            what.append(f"{len(unconnected)} stage(s) never connected to their input")
+            stages = {m.split(" <- ")[0] for m in unconnected}
+            what.append(f"{len(stages)} stage(s) never connected to an input")
         lines.append(
             f"RESULT: every frame is accounted for, with warnings: {'; '.join(what)} "
             "(see WARNING above)"

@@ -224,7 +224,12 @@ def _unanswered(report: dict) -> list[str]:
     ``receiverStats``, a collector's ``producerStats``)."""
     producers = report.get("producerStats") or {}
     if producers:
-        return [p.get("channel", "") for p in producers.values() if p.get("nConnects") == 0]
-    if (report.get("receiverStats") or {}).get("nConnects") == 0:
+        return [
+            p.get("channel", "")
+            for p in producers.values()
+            if p.get("nConnects") == 0 and not p.get("nReceived")
+        ]
+    stats = report.get("receiverStats") or {}
+    if stats.get("nConnects") == 0 and not stats.get("nReceived"):
         return [report.get("inputChannel", "")]
     return []
