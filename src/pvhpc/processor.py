@@ -18,7 +18,7 @@ from typing import Any
 
 from .errors import UsageError
 
-__all__ = ["UserDataProcessor", "adapt_processor"]
+__all__ = ["UserDataProcessor", "adapt_processor", "config_flag"]
 
 
 class UserDataProcessor:
@@ -127,3 +127,17 @@ def adapt_processor(processor: Any) -> Any:
 
         processor.updateOutputChannel = update_output_channel
     return processor
+
+
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
+
+
+def config_flag(value: Any, key: str) -> bool:
+    """A processor's configuration flag: a bool, 0/1, or true/false/yes/no/on/off (any
+    case); anything else is a ValueError naming ``key``."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE or text in _FALSE:
+        return text in _TRUE
+    raise ValueError(f"{key} {value!r}: give true or false")

@@ -22,7 +22,7 @@ from .counting import IdTracker
 from .errors import distributor_refused, server_answer
 from .loopback import search_settings
 
-__all__ = ["Receiver", "absent_message", "id_getter"]
+__all__ = ["AbsenceNotice", "Receiver", "absent_message", "id_getter"]
 
 
 def _thread_state_pinner() -> Callable[[], Any]:
@@ -174,7 +174,7 @@ class Receiver:
         self._subscribed_at = 0.0
         self._probe_window = PROBE_FIRST
         self._stopped = False
-        self._said_absent = False
+        self._absence = AbsenceNotice(self.channel_name, self.provider)
         self._last_error_log = 0.0
         self._connection_lock = threading.Lock()
         # What pvaccess may still call stays alive (see _retire): one bound method is
@@ -194,6 +194,7 @@ class Receiver:
     def start(self) -> None:
         """Create the channel and start the monitor; returns at once, connects later."""
         self._started_at = time.monotonic()
+        self._absence.start(self._started_at)
         self._subscribe(self._started_at)
 
     def supervise(self, now: float | None = None) -> None:
@@ -222,12 +223,8 @@ class Receiver:
         if self._stopped:
             return
         now = time.monotonic() if now is None else now
-        if not self._said_absent and not self.n_connects and not self.n_received:
-            if now - self._started_at >= ABSENT_WARNING_AFTER and not self._channel_up():
-                self._said_absent = True
-                self.logger.warning(
-                    "%s", absent_message(self.channel_name, self.provider, ABSENT_WARNING_AFTER)
-                )
+        if not (self.n_connects or self.n_received):
+            self._absence.check(now, self._channel_up, self.logger)
         if not self._distributor_ok and self._supervise_distributor(now):
             return
         channel = self._channel
@@ -389,13 +386,8 @@ class Receiver:
     def say_if_never_connected(self) -> None:
         """At the end of a run that went as asked: a warning if no server ever
         answered for the channel (a name mistyped, a server not running)."""
-        if self._started_at and not self.n_connects and not self.n_received:
-            self.logger.warning(
-                "%s: no server answered in the %.0f s this ran, nothing was received%s",
-                self.channel_name,
-                time.monotonic() - self._started_at,
-                "" if self._said_absent else f" ({search_settings(self.provider == pva.CA)})",
-            )
+        answered = bool(self.n_connects or self.n_received)
+        self._absence.final(answered, self.logger, "nothing was received")
 
     def _channel_up(self) -> bool:
         channel = self._channel
@@ -538,6 +530,43 @@ class Receiver:
                 self.oid_field,
                 type(exc).__name__,
                 exc,
+            )
+
+
+class AbsenceNotice:
+    """Says, once, that no server has answered for a channel ``ABSENT_WARNING_AFTER``
+    seconds after it was first asked for, and, at the end of a run, that none ever did.
+
+    Owned by one thread (a stage's main thread); ``label`` names the channel in the
+    lines ("det:image", "metadata channel x"); ``answered`` is a callable asked only
+    once the time has come.
+    """
+
+    def __init__(self, label: str, provider: Any):
+        self.label, self.provider = label, provider
+        self.started_at = 0.0
+        self.said = False
+
+    def start(self, now: float) -> None:
+        self.started_at = now
+
+    def check(self, now: float, answered: Callable[[], bool], logger: logging.Logger) -> None:
+        if self.said or not self.started_at or now - self.started_at < ABSENT_WARNING_AFTER:
+            return
+        if not answered():
+            self.said = True
+            logger.warning("%s", absent_message(self.label, self.provider, ABSENT_WARNING_AFTER))
+
+    def final(self, answered: bool, logger: logging.Logger, nothing: str) -> None:
+        """The end-of-run line (``nothing``: what was not received), if none answered."""
+        if self.started_at and not answered:
+            settings = "" if self.said else f" ({search_settings(self.provider == pva.CA)})"
+            logger.warning(
+                "%s: no server answered in the %.0f s this ran, %s%s",
+                self.label,
+                time.monotonic() - self.started_at,
+                nothing,
+                settings,
             )
 
 

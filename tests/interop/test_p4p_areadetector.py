@@ -1,8 +1,9 @@
 """Frames as an areaDetector IOC on PVXS sends them, served by p4p: compressed by
-NDCodec (lz4, bslz4, blosc, the uncompressed type in ``codec.parameters``), pixel
-types other than uint16, RGB, and attributes of several types, one of them without a
-value (its source not connected). Our consumer writes them with Hdf5AdImageWriter:
-every frame decompressed pixel for pixel, every attribute one value per frame; what it
+NDCodec (lz4, bslz4, blosc, jpeg; the uncompressed type in ``codec.parameters``),
+pixel types other than uint16, RGB, and attributes of several types, one of them
+without a value (its source not connected). Our consumer writes them with
+Hdf5AdImageWriter (every frame decompressed pixel for pixel, or kept compressed;
+every attribute one value per frame) and AdOutputFileProcessor (TIFF tags); what it
 republishes, read back by p4p, is the frame as the source sent it.
 """
 
@@ -17,7 +18,7 @@ import pytest
 from p4p_source import P4pMonitor, P4pSource, image, p4p_context, unique_id
 from PIL import Image
 
-from harness import final_reports, wait_accounted, wait_for
+from harness import final_reports, pv_get, wait_accounted, wait_for
 from pvhpc import codecs
 from pvhpc.ntnda import scalar_type_code
 
@@ -139,3 +140,35 @@ def test_compressed_frames_with_attributes_are_written_and_republished_intact(
     finally:
         ctx.close()
         src.close()
+
+
+def test_tiff_files_of_p4p_frames_carry_the_attributes_in_areadetectors_tags(
+    procs, prefix, tmp_path
+):
+    """The same source into AdOutputFileProcessor: each TIFF holds the decoded pixels
+    and the frame's uniqueId and attributes in NDFileTIFF's tags, as p4p sent them."""
+    src = AreaDetectorSource(f"{prefix}:image", (12, 16), "uint16", "lz4")
+    try:
+        c = procs.start(
+            "consumer", "-ic", src.channel, "-sc", f"{prefix}:c:*:status", "-sqs", "200",
+            "-rp", "0.5", "-rf", "json", "-pc", "AdOutputFileProcessor",
+            "-pa", f'{{"outputDirectory": "{tmp_path}", "outputFileNameFormat": "f_{{uniqueId}}.tiff"}}',
+            name="c",
+        )  # fmt: skip
+        status = f"{prefix}:c:1:status"
+        wait_for(lambda: pv_get(status)["receiverStats"]["nReceived"] >= 1, 30, "the consumer",
+                 procs=procs)  # fmt: skip
+        ids = src.publish(range(1, 11), RATE)
+        wait_accounted([status], len(ids), procs)
+        assert c.stop() == 0
+        assert final_reports(c)[1]["userStats"]["nFilesWritten"] == len(ids)
+    finally:
+        src.close()
+    for uid in ids:
+        with Image.open(tmp_path / f"f_{uid}.tiff") as tiff:
+            assert np.array_equal(np.asarray(tiff), src.pixels(uid)), uid
+            tags = {k: v for k, v in tiff.tag_v2.items() if k >= 65001}
+        assert tags[65001] == uid
+        attrs = dict(v.split(":", 1) for k, v in tags.items() if k >= 65010)
+        assert attrs["NumImagesCounter"] == str(uid) and attrs["CameraModel"] == "p4p cam"
+        assert attrs["Shutter"] == "" and float(attrs["Temperature"]) == 20.0 + uid / 4

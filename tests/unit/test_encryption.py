@@ -287,6 +287,14 @@ def test_missing_key_file_is_a_clear_error(tmp_path):
         create_processor(cls, {"privateKeyFilePath": str(missing)})
 
 
+def test_a_flag_that_is_not_true_or_false_is_a_clear_error(key_file):
+    """``sign: "ture"`` used to mean no signing, silently."""
+    cls = load_processor_class(None, "pvapy.hpc.adImageDataEncryptor.AdImageDataEncryptor")
+    with pytest.raises(UsageError, match="sign 'ture': give true or false"):
+        create_processor(cls, {"privateKeyFilePath": str(key_file), "sign": "ture"})
+    assert create_processor(cls, {"privateKeyFilePath": str(key_file), "sign": "1"}).sign
+
+
 def test_unusable_key_files_are_clear_errors(tmp_path, rsa_key):
     public = tmp_path / "id_rsa.pub"
     public.write_bytes(rsa_key.public_key().export_key("PEM"))

@@ -49,12 +49,12 @@ import numpy as np
 import pvaccess as pva
 
 from ..ntnda import COLOR_MODE_RGB2, COLOR_MODE_RGB3, get_codec, get_color_mode, get_dims
-from ..processor import UserDataProcessor
+from ..processor import UserDataProcessor, config_flag
 from ..record.capture import capture_frame, read_attributes
 from ..record.chunks import FILTERS, chunk_bytes, filter_options
 from ..record.layout import AttributeColumns
 from .ad_image import get_data_timestamp, get_frame_id, get_image, get_timestamp
-from .output_file import check_file_name_format, config_flag, prepare_directory
+from .output_file import check_file_name_format, prepare_directory
 
 __all__ = ["Hdf5AdImageWriter"]
 

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import pvaccess as pva
 
-from ..processor import UserDataProcessor
+from ..processor import UserDataProcessor, config_flag
 from ..record.capture import read_attributes
 from .ad_image import get_data_timestamp, get_field, get_frame_id, get_image
 
@@ -337,16 +337,3 @@ class AdOutputFileProcessor(UserDataProcessor):
             "byteWriteRate": pva.DOUBLE,
             "averageWriteTime": pva.DOUBLE,
         }
-
-
-_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
-
-
-def config_flag(value: Any, key: str) -> bool:
-    """A configuration flag: a bool, 0/1, or true/false/yes/no/on/off."""
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in _TRUE or text in _FALSE:
-        return text in _TRUE
-    raise ValueError(f"{key} {value!r}: give true or false")

@@ -231,11 +231,11 @@ def _fitter(dtype: np.dtype):
     floating, cast, fill = dtype.kind == "f", dtype.type, _fill(dtype)
 
     def fit(value: Any) -> Any:
+        if floating:
+            return cast(_number(value))
         if value is None:
             return fill
         try:
-            if floating:
-                return cast(float(value))
             if isinstance(value, (float, np.floating)) and not float(value).is_integer():
                 return fill  # an integer column cannot hold 2.7
             return cast(int(value))

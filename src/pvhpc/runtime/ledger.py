@@ -186,47 +186,14 @@ class SetLedger:
         # Ids no child accounted for are missed (a child's own count), objects without
         # a usable id (counted as errors), or lost with a dead child; the lost ones
         # are shared between the dead by where their ids lie.
-        lost_total = max(0, unaccounted - totals["missed"] - no_id_errors)
-        where = {
-            k.stage_id: np.concatenate(
-                [self._share(k, c, spans[e][0]) for e, c in sorted(covered.items())]
-            )
-            for k in dead
-        }
-        shares = {sid: len(ids) for sid, ids in where.items()}
-        total_share = sum(shares.values()) or 1
-        if not self.whole_stream:
-            # Other sets (-nds > 1) or hosts (-oo) took the ids between this set's: the
-            # ids no child here processed are not all this set's to lose. A dead child
-            # lost the ids of its own part, past the last one it accounted for (below
-            # it, a gap is what it counted as missed), that no child here processed;
-            # an id two dead copies of a set both held is lost once.
-            own, claimed = {}, set()
-            for k in sorted(dead, key=lambda k: k.stage_id):
-                lasts = self._last_accounted(k)
-                mine: list[int] = []
-                for e, c in sorted(covered.items()):
-                    if lasts and e not in lasts:
-                        continue  # it took no part in that stream
-                    ids = self._share(k, c, spans[e][0])
-                    ids = ids[ids > lasts.get(e, spans[e][0] - 1)]
-                    fresh = [int(i) for i in ids if (e, int(i)) not in claimed]
-                    claimed.update((e, i) for i in fresh)
-                    mine += fresh
-                where[k.stage_id] = np.array(mine, dtype=np.int64)
-                own[k.stage_id] = len(mine)
-            lost_total = sum(own.values())
-        given = 0
-        for i, (sid, ids) in enumerate(sorted(where.items())):
-            if not self.whole_stream:
-                n = own[sid]
-            else:
-                n = (
-                    lost_total - given
-                    if i == len(where) - 1
-                    else lost_total * shares[sid] // total_share
-                )
-            given += n
+        if self.whole_stream:
+            lost_total = max(0, unaccounted - totals["missed"] - no_id_errors)
+            where, lost = self._shared_losses(dead, covered, spans, lost_total)
+        else:
+            where, lost = self._own_losses(dead, covered, spans)
+            lost_total = sum(lost.values())
+        for sid, ids in sorted(where.items()):
+            n = lost[sid]
             child = self.children[sid]
             out["lostWithConsumer"][str(sid)] = {
                 "n": n,
@@ -239,6 +206,46 @@ class SetLedger:
         out["first"], out["last"] = first_epoch[0], spans[max(spans)][1]
         out["nEpochs"] = len(spans)
         return out
+
+    def _shared_losses(self, dead, covered, spans, lost_total: int) -> tuple[dict, dict]:
+        """One set reads the whole stream: the ids no child accounted for that are not
+        missed are lost (``lost_total``), shared between the dead by where their ids
+        lie. ``(ids by dead child, how many each lost)``."""
+        where = {
+            k.stage_id: np.concatenate(
+                [self._share(k, c, spans[e][0]) for e, c in sorted(covered.items())]
+            )
+            for k in dead
+        }
+        total_share = sum(len(ids) for ids in where.values()) or 1
+        lost, given = {}, 0
+        for i, (sid, ids) in enumerate(sorted(where.items())):
+            last = i == len(where) - 1
+            lost[sid] = lost_total - given if last else lost_total * len(ids) // total_share
+            given += lost[sid]
+        return where, lost
+
+    def _own_losses(self, dead, covered, spans) -> tuple[dict, dict]:
+        """Other sets (-nds > 1) or hosts (-oo) took the ids between this set's, so the
+        ids no child here accounted for are not all this set's to lose. A dead child
+        lost the ids of its own part past the last one it accounted for (below it, a
+        gap is what it counted as missed) that no child here processed; an id two
+        dead copies of a set both held is lost once."""
+        where, lost, claimed = {}, {}, set()
+        for k in sorted(dead, key=lambda k: k.stage_id):
+            lasts = self._last_accounted(k)
+            mine: list[int] = []
+            for e, c in sorted(covered.items()):
+                if lasts and e not in lasts:
+                    continue  # it took no part in that stream
+                ids = self._share(k, c, spans[e][0])
+                fresh = [int(i) for i in ids[ids > lasts.get(e, spans[e][0] - 1)]]
+                fresh = [i for i in fresh if (e, i) not in claimed]
+                claimed.update((e, i) for i in fresh)
+                mine += fresh
+            where[k.stage_id] = np.array(mine, dtype=np.int64)
+            lost[k.stage_id] = len(mine)
+        return where, lost
 
     @staticmethod
     def _last_accounted(k: ChildRecord) -> dict[int, int]:

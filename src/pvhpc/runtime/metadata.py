@@ -7,8 +7,7 @@ import time
 
 import pvaccess as pva
 
-from ..loopback import search_settings
-from ..receiver import ABSENT_WARNING_AFTER, absent_message
+from ..receiver import AbsenceNotice
 from ..request import monitor_request
 
 __all__ = ["MetadataChannel", "field_key"]
@@ -24,14 +23,12 @@ class MetadataChannel:
         self.queue = pva.PvObjectQueue(queue_size) if queue_size > 0 else pva.PvObjectQueue()
         self.provider = pva.PVA if protocol == "pva" else pva.CA
         self.channel = pva.Channel(name, self.provider)
-        self.started_at = 0.0
-        #: Whether a server ever answered (polled by :meth:`watch`), and whether the
-        #: stage was told one has not.
+        #: Whether a server ever answered (polled by :meth:`watch` until one did).
         self.answered = False
-        self._said_absent = False
+        self._absence = AbsenceNotice(f"metadata channel {name}", self.provider)
 
     def start(self) -> None:
-        self.started_at = time.monotonic()
+        self._absence.start(time.monotonic())
         if self.protocol == "pva":
             # The same server queue as the input channel: a consumer held up for a
             # moment must not lose metadata values any more than frames.
@@ -49,27 +46,12 @@ class MetadataChannel:
     def watch(self, now: float, logger: logging.Logger) -> None:
         """Until a server answered: a warning, once, ``ABSENT_WARNING_AFTER`` seconds
         after start (main thread, every tick)."""
-        if not self._poll() and not self._said_absent and self.started_at:
-            if now - self.started_at >= ABSENT_WARNING_AFTER:
-                self._said_absent = True
-                logger.warning(
-                    "%s",
-                    absent_message(
-                        f"metadata channel {self.name}", self.provider, ABSENT_WARNING_AFTER
-                    ),
-                )
+        self._absence.check(now, self._poll, logger)
 
     def say_if_never_answered(self, logger: logging.Logger) -> None:
         """At the end of a run that went as asked: a warning if no server ever
         answered for the channel."""
-        if self.started_at and not self._poll():
-            logger.warning(
-                "metadata channel %s: no server answered in the %.0f s this ran, no "
-                "value was received%s",
-                self.name,
-                time.monotonic() - self.started_at,
-                "" if self._said_absent else f" ({search_settings(self.provider == pva.CA)})",
-            )
+        self._absence.final(self._poll(), logger, "no value was received")
 
     def _poll(self) -> bool:
         """Whether a server ever answered (asked until one did)."""

@@ -14,7 +14,7 @@ from Crypto.Hash import SHA256
 from Crypto.Random import get_random_bytes
 from Crypto.Signature import pkcs1_15
 
-from ...processor import UserDataProcessor
+from ...processor import UserDataProcessor, config_flag
 from .envelope import (
     ENVELOPE_FORMAT,
     ENVELOPE_TYPE,
@@ -27,12 +27,6 @@ from .envelope import (
 from .keys import fingerprint, load_private_key
 
 __all__ = ["AdImageDataEncryptor", "AdImageDataDecryptor"]
-
-
-def _flag(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "yes", "on")
-    return bool(value)
 
 
 class _RateStats:
@@ -119,7 +113,7 @@ class AdImageDataEncryptor(_KeyedProcessor):
 
     def __init__(self, configDict: dict | None = None) -> None:
         super().__init__(configDict)
-        self.sign = _flag(self.configDict.get("sign", False))
+        self.sign = config_flag(self.configDict.get("sign", False), "sign")
         self.keyPeriod = float(self.configDict.get("keyPeriod", 0))
         self._aes_key: bytes | None = None
         self._wrapped_key = b""
@@ -133,7 +127,7 @@ class AdImageDataEncryptor(_KeyedProcessor):
         """Change ``sign``, ``keyPeriod`` or ``privateKeyFilePath`` while data flows."""
         super().configure(configDict)
         if "sign" in configDict:
-            self.sign = _flag(configDict["sign"])
+            self.sign = config_flag(configDict["sign"], "sign")
         if "keyPeriod" in configDict:
             self.keyPeriod = float(configDict["keyPeriod"])
         self._aes_key = None
@@ -259,7 +253,7 @@ class AdImageDataDecryptor(_KeyedProcessor):
 
     def __init__(self, configDict: dict | None = None) -> None:
         super().__init__(configDict)
-        self.verify = _flag(self.configDict.get("verify", False))
+        self.verify = config_flag(self.configDict.get("verify", False), "verify")
         self._keys: OrderedDict[bytes, bytes] = OrderedDict()
         self._n_keys = 0
         self._stats = _RateStats(("decrypted", "verified", "failed"))
@@ -271,7 +265,7 @@ class AdImageDataDecryptor(_KeyedProcessor):
         if self._fingerprint != old:
             self._keys.clear()
         if "verify" in configDict:
-            self.verify = _flag(configDict["verify"])
+            self.verify = config_flag(configDict["verify"], "verify")
 
     def _unwrap(self, wrapped_key: bytes) -> bytes:
         aes_key = self._keys.get(wrapped_key)
